@@ -44,11 +44,12 @@ def _student(*, img_size: int = 1024, backbone: str = "resnet50", neck: str = "f
                          preprocess=Preprocess(img_size=img_size, scaling="minmax"), config=config)
 
 
-def _student_tiny(*, img_size: int = 64, neck: str = "fpn", decoder: dict | None = None) -> PromptableSAM:
+def _student_tiny(*, img_size: int = 64, neck: str = "fpn", backbone: str = "tiny",
+                  decoder: dict | None = None) -> PromptableSAM:
     dec = {"embed_dim": 32, "embed_grid": 16, "mask_in_chans": 4, "mlp_dim": 64, "num_heads": 2,
            "iou_head_hidden_dim": 32}
     dec.update(decoder or {})
-    return _student(img_size=img_size, backbone="tiny", neck=neck, decoder=dec)
+    return _student(img_size=img_size, backbone=backbone, neck=neck, decoder=dec)
 
 
 def _sam(kind: str) -> Callable[..., PromptableSAM]:
