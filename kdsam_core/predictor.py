@@ -48,14 +48,22 @@ class KDSAMPredictor:
         device: 'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'mps'.
         threads: CPU threads for torch (None keeps torch's default).
         cache_mb: memory bound of the embedding cache in MiB.
+        disk_cache: a folder where embeddings are also kept across sessions (fp16, each file
+            signed with the image's pixel hash and the model's weights hash; see
+            :mod:`kdsam_core.embedding_store`). None keeps them in memory only.
     """
 
     def __init__(self, model: PromptableSAM, *, device: str | None = "auto", threads: int | None = None,
-                 cache_mb: float = 512) -> None:
+                 cache_mb: float = 512, disk_cache: str | None = None) -> None:
         set_threads(threads)
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.cache = EmbeddingCache(int(cache_mb * 2**20))
+        self.disk = None
+        if disk_cache is not None:
+            from .embedding_store import DiskEmbeddingStore
+
+            self.disk = DiskEmbeddingStore(disk_cache, self.model)
         self.last_encode_seconds: float | None = None
         self.last_decode_seconds: float | None = None
         self.reset_image()
@@ -85,15 +93,20 @@ class KDSAMPredictor:
             True when the encoder ran, False when the embedding came from the cache.
         """
         rgb = self._check_image(image)
+        pixels = content_key(rgb) if key is None or self.disk is not None else None
         if key is None:
-            key = content_key(rgb)
+            key = pixels
         ran = False
         item = self.cache.get(key)
         if item is None or item[1]["shape"] != rgb.shape[:2]:
-            emb = self._encode(rgb)
-            item = (emb, {"shape": rgb.shape[:2]})
+            emb = self.disk.load(pixels, rgb.shape[:2]) if self.disk is not None else None
+            if emb is None:
+                emb = self._encode(rgb)
+                ran = True
+                if self.disk is not None:
+                    self.disk.save(pixels, rgb.shape[:2], emb)
+            item = (emb.to(self.device), {"shape": rgb.shape[:2]})
             self.cache.put(key, *item)
-            ran = True
         self._key = key
         self._embedding = item[0]
         self.original_size = rgb.shape[:2]

@@ -110,3 +110,29 @@ def test_device_choice():
             pick_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         pick_device("tpu9")
+
+
+def test_disk_cache_is_reused_only_for_the_same_image_and_model(tmp_path, tiny_model, disk_image):
+    from kdsam_core.model import build_model
+
+    img, _ = disk_image
+    p1 = KDSAMPredictor(tiny_model, device="cpu", disk_cache=tmp_path)
+    assert p1.set_image(img) is True
+    ref = p1.predict(np.array([[70, 40]]), np.array([1]))
+    files = list(tmp_path.glob("*.safetensors"))
+    assert len(files) == 1
+
+    calls = _counting(tiny_model)
+    p2 = KDSAMPredictor(tiny_model, device="cpu", disk_cache=tmp_path)  # a new session
+    assert p2.set_image(img, key="slice-0") is False and not calls
+    again = p2.predict(np.array([[70, 40]]), np.array([1]))
+    np.testing.assert_allclose(again.low_res_logits, ref.low_res_logits, atol=0.05)  # fp16 on disk
+
+    other = img.copy()
+    other[0, 0] ^= 1
+    assert p2.set_image(other) is True  # one pixel differs: another image
+    torch.manual_seed(1)
+    p3 = KDSAMPredictor(build_model("kdsam_tiny"), device="cpu", disk_cache=tmp_path)
+    assert p3.set_image(img) is True  # other weights: never reused
+    files[0].write_bytes(b"damaged")
+    assert KDSAMPredictor(tiny_model, device="cpu", disk_cache=tmp_path).set_image(img) is True
