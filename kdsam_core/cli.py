@@ -4,6 +4,7 @@
                   [--propagate] -o OUT [--checkpoint FILE | --model NAME] [--overwrite]
     kdsam info CHECKPOINT
     kdsam series FOLDER
+    kdsam models [NAME ...]
 
 Points and boxes are in pixels of the chosen slice: x is the column, y the row. A user's
 mistake ends with one line ``kdsam: error: ...`` and exit status 2, never a traceback.
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("series", help="list the DICOM series in a folder")
     r.add_argument("folder")
+
+    m = sub.add_parser("models", help="list the model registry with parameter counts (no weights needed)")
+    m.add_argument("names", nargs="*", help="registry names (default: all)")
     return p
 
 
@@ -195,12 +199,30 @@ def cmd_series(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from .model import MODEL_REGISTRY
+
+    names = args.names or list(MODEL_REGISTRY)
+    unknown = [n for n in names if n not in MODEL_REGISTRY]
+    if unknown:
+        raise KDSAMError(f"unknown model {unknown[0]!r}; known: {', '.join(MODEL_REGISTRY)}")
+    print(f"{'model':<12} {'input':>5} {'encoder':>10} {'decoder':>10} {'total':>10}")
+    for name in names:
+        model = MODEL_REGISTRY[name]()  # random weights: only the architecture is counted
+        c = model.num_parameters()
+        print(f"{name:<12} {model.img_size:>5} {c['image_encoder'] / 1e6:>9.2f}M "
+              f"{(c['mask_decoder'] + c['prompt_encoder']) / 1e6:>9.2f}M {c['total'] / 1e6:>9.2f}M")
+        del model
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"segment": cmd_segment, "info": cmd_info, "series": cmd_series}[args.command](args)
+        commands = {"segment": cmd_segment, "info": cmd_info, "series": cmd_series, "models": cmd_models}
+        return commands[args.command](args)
     except SeriesChoiceError as e:
         print(f"kdsam: error: {e}", file=sys.stderr)
         return 2

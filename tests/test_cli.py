@@ -109,3 +109,10 @@ def test_info_prints_metadata_and_parameters(ckpt, capsys):
     assert main(["info", ckpt]) == 0
     out = capsys.readouterr().out
     assert '"model": "kdsam_tiny"' in out and "parameters:" in out and "total" in out
+
+
+def test_models_lists_parameter_counts(capsys):
+    assert main(["models", "kdsam_tiny", "lite_medsam"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[0] == "kdsam_tiny" and out[2].split()[-1] == "9.79M"
+    assert main(["models", "nope"]) == 2
