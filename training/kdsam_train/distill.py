@@ -1,0 +1,211 @@
+"""Phase 1: distil the teacher's image encoder into the student's, from cached embeddings.
+
+loss = MSE(student embedding, teacher embedding) + lambda * perceptual, where perceptual
+is :class:`~.losses.DecoderPerceptual` (default, no ImageNet weights) or the paper's
+:class:`~.losses.VGGPerceptual`. Only the student image encoder is trained.
+
+Resumable: ``<run_dir>/train_state.pt`` (model, optimiser, step, RNG states) is written
+atomically every ``ckpt_every`` steps; a batch and its random prompts are functions of the
+step number, so a run killed with ``kill -9`` and restarted repeats the same steps.
+Under ``torchrun`` each rank trains on its own part of every global batch (DDP).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from kdsam_core.checkpoint import save_checkpoint
+from kdsam_core.errors import KDSAMError
+from kdsam_core.model.build import build_model, checkpoint_metadata
+from kdsam_core.transforms import boxes_to_model, preprocess, resized_shape
+
+from . import runtime as R
+from .config import DistillConfig, write_config
+from .data import SkipLog, discover
+from .losses import build_perceptual, embedding_mse
+from .prompts import box_from_mask, jitter_box
+from .splits import read_splits, select
+from .teacher_cache import EmbeddingCache, cache_key, sample_view, weights_sha256
+
+log = logging.getLogger(__name__)
+LOG_FIELDS = ["step", "loss", "mse", "perceptual", "lr", "sec_per_step", "skipped", "elapsed_s"]
+
+
+def load_teacher_cache(cache_dir: str) -> EmbeddingCache:
+    """Open a cache with the signature stored in it (checked against the teacher later)."""
+    import json
+
+    sig_file = Path(cache_dir) / "signature.json"
+    if not sig_file.is_file():
+        raise KDSAMError(f"{cache_dir} is not an embedding cache; fill it with `kdsam-train cache` first")
+    return EmbeddingCache(cache_dir, json.loads(sig_file.read_text()), create=False)
+
+
+def check_shapes(student, cache: EmbeddingCache) -> None:
+    """Student embedding shape must equal the teacher's; checked before any training."""
+    t_shape = tuple(cache.signature["embedding_shape"])
+    if tuple(student.embedding_shape) != t_shape:
+        raise KDSAMError(
+            f"the student's embedding {tuple(student.embedding_shape)} (C, H, W) does not match the teacher's "
+            f"{t_shape} in {cache.root}; build the student with the teacher's embedding size")
+
+
+class DistillBatches:
+    """Student inputs, teacher embeddings and perceptual box prompts of cached samples."""
+
+    def __init__(self, samples, cache: EmbeddingCache, student_pre, teacher_size: int, seed: int,
+                 skips: SkipLog) -> None:
+        sig = cache.signature
+        self.items = [(s, c) for s in samples for c in range(sig["copies"]) if cache_key(s.id, c) in cache]
+        self.not_cached = len(samples) * sig["copies"] - len(self.items)
+        if not self.items:
+            raise KDSAMError(f"none of the {len(samples)} training samples is in the cache {cache.root}")
+        self.cache, self.pre, self.tsize, self.seed, self.skips = cache, student_pre, teacher_size, seed, skips
+        self.aug_seed = sig["aug_seed"]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, indices: list[int], step: int):
+        xs, ts, boxes = [], [], []
+        for j, i in enumerate(indices):
+            s, c = self.items[i]
+            try:
+                image, mask = sample_view(s, c, self.aug_seed)
+            except KDSAMError as e:
+                self.skips.add(s.id, e)
+                continue
+            rng = np.random.default_rng([self.seed, step, i])
+            h, w = image.shape[:2]
+            if mask is not None and mask.any() and rng.random() < 0.75:
+                box = jitter_box(box_from_mask(mask), (h, w), 0.1, rng)
+            else:  # a random box inside the image
+                c0 = rng.uniform(0, 1, 2) * [w, h]
+                c1 = rng.uniform(0, 1, 2) * [w, h]
+                box = np.concatenate([np.minimum(c0, c1), np.maximum(c0, c1)]).astype(np.float32)
+            boxes.append(boxes_to_model(box, (h, w), self.tsize))
+            xs.append(preprocess(image, self.pre))
+            ts.append(self.cache.get(cache_key(s.id, c)).float())
+        if not xs:
+            return None
+        return torch.cat(xs), torch.stack(ts), torch.from_numpy(np.stack(boxes))
+
+
+def run_distill(cfg: DistillConfig) -> Path:
+    """Train; returns the exported ``student_phase1.safetensors``."""
+    device, rank, world = R.setup(cfg.device, cfg.threads, cfg.seed)
+    run = Path(cfg.run_dir)
+    try:
+        cache = load_teacher_cache(cfg.cache_dir)
+        student = build_model(cfg.student, img_size=cfg.img_size, neck=cfg.neck)
+        check_shapes(student, cache)
+        teacher = build_model(cfg.teacher, cfg.teacher_checkpoint or None)
+        if weights_sha256(teacher.image_encoder) != cache.signature["weights_sha256"]:
+            raise KDSAMError(f"the cache {cfg.cache_dir} was made by another {cache.signature['teacher']} "
+                             f"than the --teacher {cfg.teacher} {cfg.teacher_checkpoint or '(default weights)'}")
+        perceptual = build_perceptual(cfg.perceptual, teacher, student.embedding_shape[0], cfg.vgg_weights or None)
+        perceptual = perceptual.to(device) if perceptual is not None else None
+        skips = SkipLog()
+        samples = select(discover(cfg.data_root), read_splits(cfg.split_file)["train"])
+        data = DistillBatches(samples, cache, student.preprocess, teacher.img_size, cfg.seed, skips)
+        if rank == 0:
+            write_config(cfg, run / "config.yaml")
+            log.info("phase 1: %d cached training items (%d not cached), %d steps x %d x %d ranks",
+                     len(data), data.not_cached, cfg.steps, cfg.batch_size, world)
+        encoder = student.image_encoder.to(device).train()
+        opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        start = 0
+        state = R.load_state(run / "train_state.pt")
+        if state is not None:
+            encoder.load_state_dict(state["encoder"])
+            opt.load_state_dict(state["optimizer"])
+            R.set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+            start = state["step"]
+            skips.counts.update(state.get("skips", {}))
+            log.info("resumed %s at step %d", run, start)
+        model = DDP(encoder) if world > 1 else encoder
+        csv = R.CSVLog(run / "log.csv", LOG_FIELDS, resume_step=start if state else None) if rank == 0 else None
+        step = _loop(cfg, model, encoder, opt, data, perceptual, device, rank, world, start, csv, skips, run)
+        if rank == 0:
+            student.image_encoder = encoder.cpu().eval()
+            # ship the teacher's decoder with the phase-1 encoder: usable with boxes at once
+            student.prompt_encoder.load_state_dict(teacher.prompt_encoder.state_dict())
+            student.mask_decoder.load_state_dict(teacher.mask_decoder.state_dict())
+            out = save_checkpoint(student.state_dict(), run / "student_phase1.safetensors", checkpoint_metadata(
+                student, phase=1, steps=step, batch_size=cfg.batch_size * world,
+                teacher={"name": cfg.teacher, "weights_sha256": cache.signature["weights_sha256"]},
+                perceptual=cfg.perceptual, lambda_perceptual=cfg.lambda_perceptual,
+                training_data={"split_file": str(cfg.split_file), "split": "train", "items": len(data)},
+                skipped=skips.summary()), overwrite=True)
+            log.info("phase 1 done at step %d: %s; skipped %s", step, out, skips.summary())
+            return out
+        return run / "student_phase1.safetensors"
+    finally:
+        R.teardown()
+
+
+def _loop(cfg, model, encoder, opt, data, perceptual, device, rank, world, start, csv, skips, run) -> int:
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=start, desc="distill", disable=rank != 0, dynamic_ncols=True,
+               mininterval=10)
+    t_start = time.time()
+    step = start
+    while step < cfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = R.lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps)
+        t0 = time.time()
+        batch = data.get(R.batch_indices(len(data), cfg.batch_size, step, cfg.seed, rank, world), step)
+        if batch is None:  # every sample of this batch was unusable: still one (empty) step
+            loss_v = mse_v = per_v = float("nan")
+            if world > 1:  # keep DDP's collective calls matched across ranks
+                for p in encoder.parameters():
+                    p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad)
+        else:
+            x, t, boxes = (v.to(device) for v in batch)
+            s = model(x)
+            mse = embedding_mse(s, t)
+            per = perceptual(s, t, boxes) if perceptual is not None else torch.zeros((), device=device)
+            loss = mse + cfg.lambda_perceptual * per
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_v, mse_v, per_v = loss.item(), mse.item(), per.item()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_v:.4f}", mse=f"{mse_v:.4f}")
+        stop = (cfg.max_minutes > 0 and (time.time() - t_start) > cfg.max_minutes * 60) or step == cfg.stop_at_step
+        if world > 1:
+            flag = torch.tensor([float(stop)])
+            dist.all_reduce(flag)
+            stop = bool(flag.item())
+        if csv is not None and (step % cfg.log_every == 0 or step == cfg.steps or stop):
+            csv.write({"step": step, "loss": loss_v, "mse": mse_v, "perceptual": per_v,
+                       "lr": opt.param_groups[0]["lr"], "sec_per_step": round(time.time() - t0, 3),
+                       "skipped": skips.total, "elapsed_s": round(time.time() - t_start, 1)})
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or stop:
+            _save(run, encoder, opt, step, skips, rank, world)
+        if stop:
+            log.info("time limit of %.1f min reached at step %d", cfg.max_minutes, step)
+            break
+    bar.close()
+    return step
+
+
+def _save(run: Path, encoder, opt, step: int, skips: SkipLog, rank: int, world: int) -> None:
+    rng = R.rng_state()
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, rng)
+        rng = gathered
+    if rank == 0:
+        R.save_state(run / "train_state.pt", {"encoder": encoder.state_dict(), "optimizer": opt.state_dict(),
+                                              "step": step, "rng": rng, "skips": dict(skips.counts)})

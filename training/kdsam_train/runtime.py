@@ -1,0 +1,147 @@
+"""Run plumbing shared by the phases: device/threads, seeding, DDP, atomic training state, CSV logs."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from kdsam_core.device import pick_device, set_threads
+
+log = logging.getLogger(__name__)
+
+
+def setup(device: str, threads: int, seed: int) -> tuple[torch.device, int, int]:
+    """Pick the device, start DDP when launched by torchrun, seed everything.
+
+    Returns (device, rank, world_size). Under torchrun (``WORLD_SIZE`` > 1) the process
+    group uses NCCL on CUDA and gloo on the CPU; each rank uses GPU ``LOCAL_RANK``.
+    """
+    set_threads(threads or None)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    dev = pick_device(None if device in ("", "auto") else device)
+    if world > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    seed_all(seed + rank)
+    return dev, rank, world
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": _np_state(), "python": _py_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(x) for x in internal.tolist()), gauss))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _np_state():
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+
+
+def _py_state():
+    version, internal, gauss = random.getstate()
+    return (version, torch.tensor(internal, dtype=torch.int64), gauss)
+
+
+def save_state(path: str | os.PathLike, state: dict) -> None:
+    """``torch.save`` to a temporary file, then ``os.replace``: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_state(path: str | os.PathLike) -> dict | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of one epoch: a permutation fixed by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
+    """Indices of global step ``step``'s batch for ``rank``: a function of the step alone,
+    so a resumed run sees the same data. Each rank takes ``batch_size`` of the
+    ``batch_size * world`` consecutive entries of the epoch permutation."""
+    per_step = batch_size * world
+    steps_per_epoch = max(1, n // per_step)
+    epoch, k = divmod(step, steps_per_epoch)
+    order = epoch_order(n, seed, epoch)
+    start = k * per_step + rank * batch_size
+    return [int(i) for i in order[start:start + batch_size]]
+
+
+class CSVLog:
+    """Append rows to ``path``; the header is written once. On resume, rows past
+    ``resume_step`` (logged after the last checkpoint) are dropped."""
+
+    def __init__(self, path: str | os.PathLike, fields: list[str], resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.fields = fields
+        if resume_step is not None and self.path.is_file():
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            self._rewrite(rows)
+        elif not self.path.is_file() or resume_step is None:
+            self._rewrite([])
+
+    def _rewrite(self, rows: list[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, self.fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerow({k: row.get(k, "") for k in self.fields})
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warmup then cosine decay to 5% of ``base``."""
+    import math
+
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
