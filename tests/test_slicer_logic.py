@@ -136,6 +136,17 @@ def test_clicking_a_known_voxel_prompts_that_pixel(env):
         assert len(logic.collect_prompts(vol, axis, index + 1, positive=node).points) == 0  # other slice
 
 
+def test_view_plane_beside_the_volume_still_picks_its_slice(env):
+    scene, logic = env["scene"], env["logic"]
+    vol = add_volume(scene, phantom())
+    beside = coords.ijk_to_ras(vol, (500, -300, 4))
+    assert logic.slice_index_at(vol, 2, beside, in_plane=False) == 4
+    with pytest.raises(KDSAMError, match="outside volume"):
+        logic.slice_index_at(vol, 2, beside)
+    with pytest.raises(KDSAMError, match="shows no slice"):
+        logic.slice_index_at(vol, 2, coords.ijk_to_ras(vol, (0, 0, 40)), in_plane=False)
+
+
 def test_parent_transform_is_applied(env):
     scene, logic = env["scene"], env["logic"]
     vol = add_volume(scene, phantom())

@@ -91,8 +91,10 @@ class KDSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
-        from KDSAMLib.logic import MODEL_CHOICES
-
+        try:
+            from KDSAMLib.logic import MODEL_CHOICES
+        except ImportError:  # kdsam_core missing: say so instead of failing to open the panel
+            MODEL_CHOICES = {}
         for key, (label, _) in MODEL_CHOICES.items():
             self.ui.modelComboBox.addItem(label, key)
         for device in ("auto", "cpu", "cuda"):
@@ -299,8 +301,9 @@ class KDSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from KDSAMLib import coords
 
         axis = coords.axis_for_normal(volume, normal)
-        if ras is None:
-            ras = [m.GetElement(r, 3) for r in range(3)]
+        if ras is None:  # the view's plane, wherever its centre is
+            return axis, self.logic.slice_index_at(volume, axis, [m.GetElement(r, 3) for r in range(3)],
+                                                   in_plane=False)
         return axis, self.logic.slice_index_at(volume, axis, ras)
 
     def onSliceMoved(self, caller=None, event=None):
@@ -600,10 +603,8 @@ class KDSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.clearSliceButton.enabled = hasVolume and not busy
         self.ui.retrainButton.enabled = self._training is None
         self.ui.cancelRetrainButton.enabled = self._training is not None
-        from KDSAMLib.logic import MODEL_CHOICES
-
         choice = self.ui.modelComboBox.currentData
-        self.ui.checkpointPathLineEdit.enabled = choice in MODEL_CHOICES and choice != "default"
+        self.ui.checkpointPathLineEdit.enabled = choice not in (None, "default", "kdsam_tiny")
 
     def showStatus(self, text, error=False):
         self.ui.statusLabel.text = text

@@ -195,9 +195,19 @@ class KDSAMLogic:
         return run
 
     # ------------------------------------------------------------ coordinates
-    def slice_index_at(self, volume, axis: int, ras) -> int:
-        """The slice across ``axis`` through world point ``ras``; InputError if it is outside the volume."""
-        ijk = self._ijk_inside(volume, ras, "The point")
+    def slice_index_at(self, volume, axis: int, ras, *, in_plane: bool = True) -> int:
+        """The slice across ``axis`` through world point ``ras``; InputError if it is outside the volume.
+
+        ``in_plane=False`` checks only the coordinate across the slices (a slice view's centre may lie
+        beside the volume while its plane cuts through it)."""
+        if in_plane:
+            ijk = self._ijk_inside(volume, ras, "The point")
+        else:
+            ijk = coords.ras_to_ijk(volume, ras)
+            n = coords.num_slices(self.volume_array(volume).shape, axis)
+            if not -0.5 <= ijk[axis] <= n - 0.5:
+                raise InputError(f"The slice view shows no slice of volume '{volume.GetName()}': move it onto "
+                                 "the volume.")
         return coords.ijk_to_sam(ijk, axis)[0]
 
     def _ijk_inside(self, volume, ras, what: str) -> np.ndarray:
