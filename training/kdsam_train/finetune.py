@@ -1,0 +1,280 @@
+"""Phase 2: freeze the student encoder, fine-tune prompt encoder + mask decoder on masks.
+
+Prompts are simulated per sample (:mod:`.prompts`): with probability ``p_box`` a box from
+the mask with jitter, otherwise a positive click followed by 0..``max_correction_clicks``
+correction clicks, each placed in the largest error region of the model's own previous
+prediction (computed without gradient), as a user would. Loss: Dice + ``bce_weight`` * BCE
+on the low-res logits (for a single click, the best of SAM's three masks), plus MSE of the
+predicted IoU. The decoder starts from the teacher's (LiteMedSAM's) by default.
+
+With the encoder frozen its embeddings are computed once into an fp16 cache (the same
+format as the teacher cache, keyed to the encoder's weights). ``coupled=True`` is the
+baseline that trains encoder and decoder jointly (no cache, optional augmentation).
+Resume, logging and DDP as in phase 1 (gradients averaged across ranks with all-reduce).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from kdsam_core.checkpoint import load_into, save_checkpoint
+from kdsam_core.errors import KDSAMError
+from kdsam_core.model.build import build_model, checkpoint_metadata, load_model
+from kdsam_core.transforms import preprocess, resized_shape
+
+from . import runtime as R
+from .augment import augment, modality_of
+from .config import FinetuneConfig, write_config
+from .data import SkipLog, discover, load_pair
+from .losses import mask_loss
+from .prompts import box_from_mask, correction_click, jitter_box, random_click
+from .splits import read_splits, select
+from .teacher_cache import cache_key, fill_cache, open_cache
+
+log = logging.getLogger(__name__)
+LOG_FIELDS = ["step", "loss", "mask_loss", "iou_loss", "box_frac", "clicks_mean", "lr", "sec_per_step",
+              "skipped", "elapsed_s"]
+
+
+def mask_to_frame(mask: np.ndarray, img_size: int, frame: int) -> np.ndarray:
+    """An (H, W) bool mask in the model's padded input frame at ``frame`` x ``frame`` pixels."""
+    h, w = resized_shape(mask.shape[0], mask.shape[1], frame)
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0, 0] > 0.5
+    out = np.zeros((frame, frame), dtype=bool)
+    out[:h, :w] = t.numpy()
+    return out
+
+
+class Targets:
+    """Ground-truth masks in the low-res frame, loaded once; unusable samples skipped and counted once."""
+
+    def __init__(self, samples, img_size: int, frame: int, skips: SkipLog) -> None:
+        self.samples, self.img_size, self.frame, self.skips = samples, img_size, frame, skips
+        self._gt: dict[str, np.ndarray | None] = {}
+
+    def get(self, i: int) -> np.ndarray | None:
+        s = self.samples[i]
+        if s.id not in self._gt:
+            try:
+                _, mask = load_pair(s, require_mask=True)
+                self._gt[s.id] = mask_to_frame(mask, self.img_size, self.frame)
+            except KDSAMError as e:
+                self.skips.add(s.id, e)
+                self._gt[s.id] = None
+        return self._gt[s.id]
+
+
+def _pick(logits: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
+    """(M, h, w) -> the (h, w) mask SAM's predictor returns: best predicted IoU."""
+    return logits[int(torch.argmax(iou))]
+
+
+def simulate_and_loss(model, emb: torch.Tensor, gt: np.ndarray, rng: np.random.Generator, cfg: FinetuneConfig,
+                      scale: float) -> tuple[torch.Tensor, dict]:
+    """One sample's prompt episode and its loss. ``gt`` is the (R, R) bool target; prompts
+    are made in that frame and multiplied by ``scale`` into the model's input frame."""
+    device = emb.device
+    gt_t = torch.from_numpy(gt).to(device)
+    if rng.random() < cfg.p_box:
+        box = jitter_box(box_from_mask(gt), gt.shape, cfg.box_jitter, rng) * scale
+        kw = {"boxes": torch.from_numpy(box)[None].to(device)}
+        multi, info = False, {"box": 1, "clicks": 0}
+    else:
+        pts, labels = [random_click(gt, rng)], [1]
+        for _ in range(int(rng.integers(0, cfg.max_correction_clicks + 1))):
+            with torch.no_grad():
+                low, iou = model.decode(emb, points=_points(pts, labels, scale, device), multimask_output=len(pts) == 1)
+            pred = (_pick(low[0], iou[0]) > 0).cpu().numpy()
+            nxt = correction_click(pred, gt, rng)
+            if nxt is None:
+                break
+            pts.append(nxt[0])
+            labels.append(nxt[1])
+        kw = {"points": _points(pts, labels, scale, device)}
+        multi, info = len(pts) == 1, {"box": 0, "clicks": len(pts)}
+    low, iou = model.decode(emb, multimask_output=multi, **kw)
+    per_mask = mask_loss(low[0], gt_t, cfg.bce_weight)  # (M,)
+    k = int(torch.argmin(per_mask.detach()))
+    with torch.no_grad():
+        pred = low[0] > 0
+        inter = (pred & gt_t).flatten(1).sum(-1).float()
+        union = (pred | gt_t).flatten(1).sum(-1).float().clamp(min=1)
+    iou_loss = F.mse_loss(iou[0], inter / union)
+    info.update(mask_loss=per_mask[k].item(), iou_loss=iou_loss.item())
+    return per_mask[k] + iou_loss, info
+
+
+def _points(pts, labels, scale, device):
+    c = torch.from_numpy(np.stack(pts).astype(np.float32) * scale)[None].to(device)
+    return c, torch.tensor([labels], dtype=torch.int64, device=device)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def run_finetune(cfg: FinetuneConfig) -> Path:
+    """Train; returns the exported ``student_final.safetensors``."""
+    device, rank, world = R.setup(cfg.device, cfg.threads, cfg.seed)
+    run = Path(cfg.run_dir)
+    try:
+        student = load_model(cfg.student_checkpoint)
+        if cfg.init_decoder == "teacher":
+            teacher = build_model(cfg.teacher, cfg.teacher_checkpoint or None)
+            for part in ("prompt_encoder", "mask_decoder"):
+                load_into(getattr(student, part), getattr(teacher, part).state_dict(),
+                          source=f"the {cfg.teacher} {part}", what=f"student {part}")
+            del teacher
+        elif cfg.init_decoder != "student":
+            raise ValueError(f"init_decoder must be teacher or student, not {cfg.init_decoder!r}")
+        skips = SkipLog()
+        samples = select(discover(cfg.data_root), read_splits(cfg.split_file)["train"])
+        frame = 4 * student.embedding_shape[1]
+        scale = student.img_size / frame
+        targets = Targets(samples, student.img_size, frame, skips)
+        cache = None
+        if not cfg.coupled:
+            for p in student.image_encoder.parameters():
+                p.requires_grad_(False)
+            cache = open_cache(cfg.embed_cache_dir, student, f"{getattr(student, 'name', 'kdsam')}:encoder")
+            if rank == 0:
+                fill_cache(student, cache, samples, batch_size=4, device=device, skips=SkipLog())
+            if world > 1:
+                dist.barrier()
+                cache = open_cache(cfg.embed_cache_dir, student, f"{getattr(student, 'name', 'kdsam')}:encoder")
+        student.to(device)
+        student.image_encoder.train(cfg.coupled)
+        student.prompt_encoder.train()
+        student.mask_decoder.train()
+        groups = [{"params": [*student.prompt_encoder.parameters(), *student.mask_decoder.parameters()],
+                   "lr": cfg.lr, "base": cfg.lr}]
+        if cfg.coupled:
+            groups.append({"params": list(student.image_encoder.parameters()), "lr": cfg.encoder_lr,
+                           "base": cfg.encoder_lr})
+        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        start, state = 0, R.load_state(run / "train_state.pt")
+        if state is not None:
+            student.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            R.set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+            start = state["step"]
+            skips.counts.update(state.get("skips", {}))
+            log.info("resumed %s at step %d", run, start)
+        if rank == 0:
+            write_config(cfg, run / "config.yaml")
+            log.info("phase 2 (%s): %d training samples, %d steps x %d x %d ranks", "coupled" if cfg.coupled
+                     else "decoder only", len(samples), cfg.steps, cfg.batch_size, world)
+        csv = R.CSVLog(run / "log.csv", LOG_FIELDS, resume_step=start if state else None) if rank == 0 else None
+        step = _loop(cfg, student, opt, samples, targets, cache, scale, device, rank, world, start, csv, skips, run)
+        if rank == 0:
+            student.cpu().eval()
+            out = save_checkpoint(student.state_dict(), run / "student_final.safetensors", checkpoint_metadata(
+                student, phase=2, coupled=cfg.coupled, steps=step, batch_size=cfg.batch_size * world,
+                init_decoder=cfg.init_decoder, phase1_checkpoint=str(cfg.student_checkpoint),
+                phase1_sha256=_sha256(cfg.student_checkpoint),
+                teacher=student.metadata.get("teacher"), phase1_steps=student.metadata.get("steps"),
+                perceptual=student.metadata.get("perceptual"),
+                prompts={"p_box": cfg.p_box, "box_jitter": cfg.box_jitter,
+                         "max_correction_clicks": cfg.max_correction_clicks},
+                training_data={"split_file": str(cfg.split_file), "split": "train", "samples": len(samples)},
+                skipped=skips.summary()), overwrite=True)
+            log.info("phase 2 done at step %d: %s; skipped %s", step, out, skips.summary())
+            return out
+        return run / "student_final.safetensors"
+    finally:
+        R.teardown()
+
+
+def _embeddings(student, cache, samples, idx, cfg, step, device, skips):
+    """(B, C, H, W) embeddings of the samples ``idx`` (coupled: computed with gradient)."""
+    if cache is not None:
+        return torch.stack([cache.get(cache_key(samples[i].id)).float() for i in idx]).to(device), None
+    xs, gts = [], []
+    for i in idx:
+        s = samples[i]
+        image, mask = load_pair(s, require_mask=True)  # already known to be usable
+        if cfg.augment:
+            image, mask = augment(image, mask, modality_of(s.dataset), np.random.default_rng([cfg.seed, step, i, 7]))
+        xs.append(preprocess(image, student.preprocess))
+        gts.append(mask_to_frame(mask, student.img_size, 4 * student.embedding_shape[1]))
+    return student.encode(torch.cat(xs).to(device)), gts
+
+
+def _loop(cfg, student, opt, samples, targets, cache, scale, device, rank, world, start, csv, skips, run) -> int:
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=start, desc="finetune", disable=rank != 0, dynamic_ncols=True,
+               mininterval=10)
+    t_start, step = time.time(), start
+    params = [p for g in opt.param_groups for p in g["params"]]
+    while step < cfg.steps:
+        t0 = time.time()
+        for g in opt.param_groups:
+            g["lr"] = R.lr_at(step, cfg.steps, g["base"], cfg.warmup_steps)
+        idx = R.batch_indices(len(samples), cfg.batch_size, step, cfg.seed, rank, world)
+        if cache is not None:
+            idx = [i for i in idx if targets.get(i) is not None and cache_key(samples[i].id) in cache]
+        else:
+            idx = [i for i in idx if targets.get(i) is not None]
+        opt.zero_grad(set_to_none=True)
+        infos = []
+        if idx:
+            emb, gts = _embeddings(student, cache, samples, idx, cfg, step, device, skips)
+            total = 0.0
+            for j, i in enumerate(idx):
+                gt = gts[j] if gts is not None else targets.get(i)
+                loss, info = simulate_and_loss(student, emb[j:j + 1], gt, np.random.default_rng([cfg.seed, step, i]),
+                                               cfg, scale)
+                total = total + loss / len(idx)
+                infos.append(info)
+            total.backward()
+        if world > 1:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad /= world
+        if idx or world > 1:
+            opt.step()
+        step += 1
+        bar.update(1)
+        mean = {k: float(np.mean([x[k] for x in infos])) if infos else float("nan")
+                for k in ("mask_loss", "iou_loss", "box", "clicks")}
+        bar.set_postfix(loss=f"{mean['mask_loss']:.3f}")
+        stop = (cfg.max_minutes > 0 and (time.time() - t_start) > cfg.max_minutes * 60) or step == cfg.stop_at_step
+        if world > 1:
+            flag = torch.tensor([float(stop)])
+            dist.all_reduce(flag)
+            stop = bool(flag.item())
+        if csv is not None and (step % cfg.log_every == 0 or step == cfg.steps or stop):
+            csv.write({"step": step, "loss": mean["mask_loss"] + mean["iou_loss"], "mask_loss": mean["mask_loss"],
+                       "iou_loss": mean["iou_loss"], "box_frac": mean["box"], "clicks_mean": mean["clicks"],
+                       "lr": opt.param_groups[0]["lr"], "sec_per_step": round(time.time() - t0, 3),
+                       "skipped": skips.total, "elapsed_s": round(time.time() - t_start, 1)})
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or stop:
+            rng = R.rng_state()
+            if world > 1:
+                gathered = [None] * world
+                dist.all_gather_object(gathered, rng)
+                rng = gathered
+            if rank == 0:
+                R.save_state(run / "train_state.pt", {"model": student.state_dict(), "optimizer": opt.state_dict(),
+                                                      "step": step, "rng": rng, "skips": dict(skips.counts)})
+        if stop:
+            log.info("stopped at step %d", step)
+            break
+    bar.close()
+    return step
