@@ -1,0 +1,71 @@
+"""Pixels for the screen and for the model: windowing, label overlays, numpy -> QImage.
+
+The model always sees a slice through the volume's own window (DICOM window, else the
+slice's percentiles), exactly as ``kdsam_core.propagate.propagate_volume`` does, so an
+embedding stays valid while the user changes the display window/level.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PyQt5.QtGui import QImage
+
+from kdsam_core.io import Volume, window_to_uint8
+
+
+def model_slice(volume: Volume, index: int) -> np.ndarray:
+    """Slice ``index`` (axis 0) as the (H, W, 3) uint8 the model is given."""
+    return window_to_uint8(volume.slice(index, 0), volume.window)
+
+
+def default_window(volume: Volume) -> tuple[float, float]:
+    """(level, width) to start the display with: the DICOM window, else the volume's 0.5-99.5 %."""
+    if volume.is_rgb:
+        return 127.5, 255.0
+    if volume.window is not None:
+        return float(volume.window[0]), float(volume.window[1])
+    a = volume.array
+    step = max(1, a.size // 2_000_000)
+    sample = a.reshape(-1)[::step].astype(np.float64)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(sample, (0.5, 99.5))
+    if hi <= lo:
+        lo, hi = float(sample.min()), float(sample.max())
+    return (lo + hi) / 2.0, max(hi - lo, 1e-6)
+
+
+def window_range(volume: Volume) -> tuple[float, float]:
+    """(min, max) of the volume's values: the range of the window/level controls."""
+    if volume.is_rgb:
+        return 0.0, 255.0
+    a = volume.array
+    finite = a[np.isfinite(a)] if np.issubdtype(a.dtype, np.floating) else a
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+
+
+def display_rgb(slice2d: np.ndarray, level: float, width: float) -> np.ndarray:
+    """A slice through the display window/level as (H, W, 3) uint8."""
+    width = max(float(width), 1e-6)
+    if slice2d.ndim == 2:
+        return window_to_uint8(slice2d, (level, width))
+    lo = level - width / 2.0
+    x = (slice2d.astype(np.float32) - lo) * (255.0 / width)
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay_rgba(label_slice: np.ndarray, colors: dict[int, tuple[int, int, int]], alpha: int = 110) -> np.ndarray:
+    """(H, W, 4) uint8: each label's colour, transparent where the label is 0."""
+    lut = np.zeros((256, 4), np.uint8)
+    for value, color in colors.items():
+        lut[value] = (*color, alpha)
+    return lut[label_slice]
+
+
+def to_qimage(arr: np.ndarray) -> QImage:
+    """A QImage copy of an (H, W, 3) RGB or (H, W, 4) RGBA uint8 array."""
+    a = np.ascontiguousarray(arr, dtype=np.uint8)
+    h, w, c = a.shape
+    fmt = QImage.Format_RGB888 if c == 3 else QImage.Format_RGBA8888
+    return QImage(a.data, w, h, c * w, fmt).copy()
