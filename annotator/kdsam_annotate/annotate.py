@@ -170,7 +170,9 @@ class AnnotateMixin:
         if self.progress_dialog is not None:
             self.progress_dialog.canceled.disconnect(self.cancel)
             self.progress_dialog.close()
+            self.progress_dialog.deleteLater()
             self.progress_dialog = None
+            self.activateWindow()  # keyboard shortcuts go back to the window
 
     # ------------------------------------------------------------ drawing
     def edited(self) -> None:
