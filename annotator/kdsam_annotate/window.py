@@ -192,7 +192,7 @@ class MainWindow(AnnotateMixin, QMainWindow):
     def set_volume(self, volume, source: str) -> None:
         if self.autosave is not None and self.session is not None and not self.session.dirty:
             self.autosave.discard()
-        self.volume, self.source = volume, source
+        self.volume, self.source, self.index = volume, source, 0
         self.vol_token = next(_tokens)
         self._pending.clear()
         self._pending_prompts.clear()
