@@ -19,7 +19,11 @@ from typing import Callable
 import numpy as np
 from PyQt5.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
 
+from kdsam_core.checkpoint import default_checkpoint
 from kdsam_core.errors import KDSAMError
+from kdsam_core.model import build_model, load_model  # torch is imported here, in the GUI thread:
+from kdsam_core.predictor import KDSAMPredictor  # importing it first in a QThread can crash
+from kdsam_core.propagate import propagate_mask
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +51,6 @@ class ModelSpec:
 
 def build_predictor(spec: ModelSpec):
     """A KDSAMPredictor for ``spec``; raises KDSAMError for missing or unusable weights."""
-    from kdsam_core.checkpoint import default_checkpoint
-    from kdsam_core.model import build_model, load_model
-    from kdsam_core.predictor import KDSAMPredictor
-
     if spec.backend not in BACKENDS:
         raise KDSAMError(f"backend {spec.backend!r} is not available; choose one of {', '.join(BACKENDS)}")
     if spec.model is not None:
@@ -121,8 +121,6 @@ class _Worker(QObject):
 
     @pyqtSlot(object)
     def propagate(self, job: dict) -> None:
-        from kdsam_core.propagate import propagate_mask
-
         if self.predictor is None:
             self.failed.emit(-1, "propagate", "no model is loaded: use Model > Load checkpoint (Ctrl+L)")
             return
