@@ -61,7 +61,7 @@ class MainWindow(AnnotateMixin, QMainWindow):
         sig.loaded.connect(self.on_loaded)
         sig.busy.connect(self.on_busy)
         sig.decoded.connect(self.on_decoded)
-        sig.encoded.connect(lambda _key, sec: self.statusBar().showMessage(f"Slice encoded in {sec:.2f} s", 3000))
+        sig.encoded.connect(self.on_encoded)  # bound methods only: they disconnect when the window goes
         sig.failed.connect(self.on_failed)
         sig.progress.connect(self.on_progress)
         sig.propagated.connect(self.on_propagated)
@@ -140,6 +140,9 @@ class MainWindow(AnnotateMixin, QMainWindow):
         self.statusBar().showMessage(f"Model {description} ready on {device}", 4000)
         if self.volume is not None:
             self.show_slice(self.index)
+
+    def on_encoded(self, _key, seconds: float) -> None:
+        self.statusBar().showMessage(f"Slice encoded in {seconds:.2f} s", 3000)
 
     def on_busy(self, text: str) -> None:
         self.busy_label.setText(text)
