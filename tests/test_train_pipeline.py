@@ -1,0 +1,274 @@
+"""The training package end to end on synthetic data with tiny models (no shared/ data)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_helpers import make_dataset, tiny_teacher  # noqa: E402
+
+from kdsam_core.errors import KDSAMError  # noqa: E402
+from kdsam_core.model.build import build_model  # noqa: E402
+from kdsam_core.transforms import preprocess  # noqa: E402
+from kdsam_train import cli  # noqa: E402
+from kdsam_train.data import SkipLog, discover, load_pair  # noqa: E402
+from kdsam_train.splits import make_splits, read_splits, select  # noqa: E402
+from kdsam_train.teacher_cache import CacheMismatchError, EmbeddingCache, cache_key, fill_cache, open_cache  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Data (with one empty mask, one corrupt image, one size mismatch), splits, teacher, cache."""
+    root = tmp_path_factory.mktemp("train")
+    data = make_dataset(root / "data", "synth", n=14, empty=1)
+    make_dataset(root / "data", "other", n=6, seed=1, size=(36, 52))
+    (data / "synth" / "images" / "img900.png").write_bytes(b"not a png at all")  # corrupt
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(data / "synth" / "masks" / "img900.png")
+    Image.fromarray(np.full((30, 30), 90, np.uint8)).save(data / "synth" / "images" / "img901.png")  # mismatch
+    Image.fromarray(np.full((31, 30), 255, np.uint8)).save(data / "synth" / "masks" / "img901.png")
+    split = root / "splits.json"
+    assert cli.main(["split", "--data-root", str(data), "--split-file", str(split), "--fractions", "0.75", "0.1",
+                     "0.15"]) == 0
+    teacher = tiny_teacher(root / "teacher.safetensors")
+    w = {"root": root, "data": data, "split": split, "teacher": teacher, "cache": root / "cache"}
+    assert cli.main(["cache", *common(w), "--cache-dir", str(w["cache"]), "--shard-size", "4",
+                     "--teacher", "kdsam_tiny", "--teacher-checkpoint", str(teacher),
+                     "--splits", "train", "val", "test", "--threads", "1"]) == 0
+    return w
+
+
+def common(w):
+    return ["--data-root", str(w["data"]), "--split-file", str(w["split"])]
+
+
+def distill_args(w, run, steps, **extra):
+    args = ["distill", *common(w), "--cache-dir", str(w["cache"]), "--teacher", "kdsam_tiny",
+            "--teacher-checkpoint", str(w["teacher"]), "--student", "kdsam_tiny", "--img-size", "64",
+            "--run-dir", str(run), "--steps", str(steps), "--batch-size", "3", "--ckpt-every", "2",
+            "--log-every", "1", "--warmup-steps", "1", "--lr", "0.002", "--threads", "1"]
+    for k, v in extra.items():
+        args += ["--" + k.replace("_", "-"), str(v)]
+    return args
+
+
+def test_splits_are_deterministic_and_written(world):
+    samples = discover(world["data"])
+    assert len(samples) == 22
+    a = make_splits(samples, fractions=(0.75, 0.1, 0.15), seed=0)
+    assert a == make_splits(list(reversed(samples)), fractions=(0.75, 0.1, 0.15), seed=0)
+    assert a != make_splits(samples, fractions=(0.75, 0.1, 0.15), seed=1)
+    assert read_splits(world["split"]) == a
+    ids = [i for v in a.values() for i in v]
+    assert sorted(ids) == sorted(s.id for s in samples)  # a partition
+    # adding a dataset leaves the others' assignment alone
+    extra = world["root"] / "data2"
+    shutil.copytree(world["data"], extra, dirs_exist_ok=True)
+    make_dataset(extra, "third", n=5, seed=3)
+    b = make_splits(discover(extra), fractions=(0.75, 0.1, 0.15), seed=0)
+    for k in a:
+        assert [i for i in b[k] if not i.startswith("third/")] == a[k]
+    assert any(i.startswith("third/") for i in b["train"])
+
+
+def test_bad_pairs_raise_input_errors(world):
+    by_id = {s.id: s for s in discover(world["data"])}
+    with pytest.raises(KDSAMError, match="unreadable"):
+        load_pair(by_id["synth/img900"])
+    with pytest.raises(KDSAMError, match="size mismatch"):
+        load_pair(by_id["synth/img901"])
+    with pytest.raises(KDSAMError, match="empty mask"):
+        load_pair(by_id["synth/img000"])
+    image, mask = load_pair(by_id["synth/img000"], require_mask=False)
+    assert image.shape == (48, 40, 3) and image.dtype == np.uint8 and not mask.any()
+
+
+def test_cache_is_resumable_and_checked(world, tmp_path):
+    teacher = build_model("kdsam_tiny", world["teacher"])
+    samples = [s for s in discover(world["data"]) if s.id not in ("synth/img900", "synth/img901")][:9]
+    cache = open_cache(tmp_path / "c", teacher, "kdsam_tiny")
+    fill_cache(teacher, cache, samples[:5], shard_size=2)  # "interrupted" after 5
+    seen = []
+    reopened = open_cache(tmp_path / "c", teacher, "kdsam_tiny")
+    assert len(reopened) == 5
+    fill_cache(teacher, reopened, samples, shard_size=2, progress=lambda d, t: seen.append(t))
+    assert seen[-1] == 4  # only the missing ones were computed
+    assert reopened.keys() == {cache_key(s.id) for s in samples}
+    image, _ = load_pair(samples[7], require_mask=False)
+    with torch.no_grad():
+        direct = teacher.encode(preprocess(image, teacher.preprocess))[0]
+    got = reopened.get(cache_key(samples[7].id))
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.float(), direct, atol=2e-3, rtol=2e-3)
+    torch.manual_seed(7)
+    other = build_model("kdsam_tiny")  # another teacher: other weights
+    with pytest.raises(CacheMismatchError, match="weights_sha256"):
+        open_cache(tmp_path / "c", other, "kdsam_tiny")
+    from dataclasses import replace
+
+    teacher.preprocess = replace(teacher.preprocess, interpolation="bicubic")
+    with pytest.raises(CacheMismatchError, match="preprocess"):
+        open_cache(tmp_path / "c", teacher, "kdsam_tiny")
+
+
+def test_cache_skips_bad_files(world):
+    sig = json.loads((world["cache"] / "signature.json").read_text())
+    cache = EmbeddingCache(world["cache"], sig, create=False)
+    split = read_splits(world["split"])
+    listed = [i for v in split.values() for i in v]
+    assert "synth/img000|0" in cache  # empty mask: fine for distillation
+    for bad in ("synth/img900", "synth/img901"):
+        assert bad in listed and cache_key(bad) not in cache
+
+
+def test_embedding_shape_mismatch_is_a_clear_error_before_training(world, tmp_path):
+    from kdsam_train.distill import check_shapes
+
+    sig = json.loads((world["cache"] / "signature.json").read_text())
+    sig["embedding_shape"] = [256, 64, 64]
+    fake = EmbeddingCache(tmp_path / "fake", sig)
+    with pytest.raises(KDSAMError, match=r"does not match the teacher's \(256, 64, 64\)"):
+        check_shapes(build_model("kdsam_tiny"), fake)
+    (tmp_path / "fake2").mkdir()
+    shutil.copy(tmp_path / "fake" / "signature.json", tmp_path / "fake2" / "signature.json")
+    assert cli.main(distill_args(world, tmp_path / "r", 2) [:3] + ["--cache-dir", str(tmp_path / "fake2")]
+                    + distill_args(world, tmp_path / "r", 2)[5:]) == 2
+    assert not (tmp_path / "r" / "train_state.pt").exists()
+
+
+def test_distill_runs_and_learns(world, tmp_path):
+    assert cli.main(distill_args(world, tmp_path / "d", 8)) == 0
+    rows = (tmp_path / "d" / "log.csv").read_text().splitlines()[1:]
+    mse = [float(r.split(",")[2]) for r in rows]
+    assert len(mse) == 8 and all(np.isfinite(mse))
+    assert min(mse[-3:]) < mse[0]
+    meta = json.loads(__import__("safetensors").safe_open(str(tmp_path / "d" / "student_phase1.safetensors"),
+                                                          "pt").metadata()["kdsam"])
+    assert meta["phase"] == 1 and meta["steps"] == 8 and meta["perceptual"] == "decoder"
+
+
+def test_interrupted_run_resumes_to_identical_state(world, tmp_path):
+    assert cli.main(distill_args(world, tmp_path / "full", 6)) == 0
+    assert cli.main(distill_args(world, tmp_path / "cut", 6, stop_at_step=3)) == 0  # "killed" after step 3
+    state = torch.load(tmp_path / "cut" / "train_state.pt", weights_only=True)
+    assert state["step"] == 3
+    assert cli.main(distill_args(world, tmp_path / "cut", 6)) == 0
+    a = load_file(tmp_path / "full" / "student_phase1.safetensors")
+    b = load_file(tmp_path / "cut" / "student_phase1.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "full" / "log.csv").read_text().count("\n") == (tmp_path / "cut" / "log.csv").read_text().count("\n")
+
+
+def test_kill_9_during_training_then_resume(world, tmp_path):
+    """A real SIGKILL: the checkpoint on disk is whole and the run continues from it."""
+    run = tmp_path / "k"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    proc = subprocess.Popen([sys.executable, "-m", "kdsam_train.cli", *distill_args(world, run, 400)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import time
+
+        t0 = time.time()
+        while not (run / "train_state.pt").exists() and time.time() - t0 < 40:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        proc.kill()
+        proc.wait()
+    step = torch.load(run / "train_state.pt", weights_only=True)["step"]
+    assert 2 <= step < 400 and step % 2 == 0
+    assert cli.main(distill_args(world, run, step + 2)) == 0
+    rows = (run / "log.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, step + 3))
+
+
+def test_finetune_and_evaluate(world, tmp_path):
+    assert cli.main(distill_args(world, tmp_path / "d", 2)) == 0
+    ft = ["finetune", *common(world), "--student-checkpoint", str(tmp_path / "d" / "student_phase1.safetensors"),
+          "--teacher", "kdsam_tiny", "--teacher-checkpoint", str(world["teacher"]), "--embed-cache-dir",
+          str(tmp_path / "sc"), "--run-dir", str(tmp_path / "f"), "--steps", "6", "--batch-size", "4",
+          "--max-correction-clicks", "2", "--threads", "1"]
+    assert cli.main(ft) == 0
+    meta = json.loads(__import__("safetensors").safe_open(str(tmp_path / "f" / "student_final.safetensors"),
+                                                          "pt").metadata()["kdsam"])
+    assert meta["phase"] == 2 and meta["steps"] == 6
+    train_ids = read_splits(world["split"])["train"]
+    bad_in_train = {"synth/img000": "empty mask", "synth/img900": "unreadable", "synth/img901": "size mismatch"}
+    expected = {r for i, r in bad_in_train.items() if i in train_ids}
+    assert set(meta["skipped"]["by_reason"]) == expected  # counted, not crashed
+    # the frozen encoder did not move
+    p1 = load_file(tmp_path / "d" / "student_phase1.safetensors")
+    p2 = load_file(tmp_path / "f" / "student_final.safetensors")
+    assert all(torch.equal(p1[k], p2[k]) for k in p1 if k.startswith("image_encoder."))
+    assert any(not torch.equal(p1[k], p2[k]) for k in p1 if k.startswith("mask_decoder."))
+    # coupled baseline trains the encoder too
+    assert cli.main(ft[:-6] + ["--run-dir", str(tmp_path / "c"), "--steps", "2", "--coupled", "true",
+                               "--augment", "true", "--threads", "1"]) == 0
+    p3 = load_file(tmp_path / "c" / "student_final.safetensors")
+    assert any(not torch.equal(p1[k], p3[k]) for k in p1 if k.startswith("image_encoder.") and "weight" in k)
+
+    out = tmp_path / "ev" / "test"
+    assert cli.main(["evaluate", *common(world), "--split", "train", "--models",
+                     f"student={tmp_path / 'f' / 'student_final.safetensors'}",
+                     f"teacher=kdsam_tiny:{world['teacher']}@{world['cache']}", "--out", str(out),
+                     "--threads", "1"]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    md = out.with_suffix(".md").read_text()
+    assert "| synth | box |" in md and "student Dice" in md and "teacher HD95" in md
+    per = res["per_image"]
+    ids = {m: {r["id"] for r in per if r["model"] == m} for m in ("student", "teacher")}
+    assert ids["student"] == ids["teacher"] and len(ids["student"]) == len(train_ids) - len(expected)
+    protos = {r["protocol"] for r in per}
+    assert protos == {"box", "box_jitter", "click", "clicks_1", "clicks_3", "clicks_5"}
+    s = res["summary"]["student"]["all"]["box"]
+    assert 0 <= s["dice"] <= 1 and s["n"] == len(ids["student"])
+    assert res["skipped"]["skipped"] == len(expected)
+
+
+def test_ddp_two_processes_gloo(world, tmp_path):
+    """torchrun with 2 CPU processes (gloo): both ranks train, rank 0 writes one checkpoint."""
+    run = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "kdsam_train.cli", *distill_args(world, run, 4)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads(__import__("safetensors").safe_open(str(run / "student_phase1.safetensors"),
+                                                          "pt").metadata()["kdsam"])
+    assert meta["steps"] == 4 and meta["batch_size"] == 6  # 3 per rank x 2 ranks
+    state = torch.load(run / "train_state.pt", weights_only=True)
+    assert isinstance(state["rng"], list) and len(state["rng"]) == 2  # per-rank RNG states saved
+    assert (run / "log.csv").read_text().count("\n") == 5  # rank 0 alone logs
+
+
+def test_yaml_config_and_overrides(tmp_path):
+    from kdsam_train.config import DistillConfig, resolve
+
+    y = tmp_path / "c.yaml"
+    y.write_text("steps: 77\nlr: 0.5\nperceptual: none\n")
+    args = cli.build_parser().parse_args(["distill", "--config", str(y), "--lr", "0.25"])
+    cfg = resolve(DistillConfig, args)
+    assert (cfg.steps, cfg.lr, cfg.perceptual, cfg.batch_size) == (77, 0.25, "none", 8)
+    y.write_text("stepz: 1\n")
+    with pytest.raises(ValueError, match="stepz"):
+        resolve(DistillConfig, cli.build_parser().parse_args(["distill", "--config", str(y)]))
+
+
+def test_vgg_perceptual_without_weights_says_so(tmp_path, monkeypatch):
+    from kdsam_train.losses import build_perceptual
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(KDSAMError, match="ImageNet VGG16 weights"):
+        build_perceptual("vgg", None, 32)
+    with pytest.raises(KDSAMError, match="does not exist"):
+        build_perceptual("vgg", None, 32, str(tmp_path / "nope.pth"))
