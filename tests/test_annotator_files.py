@@ -61,6 +61,39 @@ def test_dicom_files_ultrasound_cine_and_seg(window, tmp_path, messages):
     assert pydicom.dcmread(tmp_path / "seg.dcm").Modality == "SEG"
 
 
+def _series(folder, n, desc):
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    uid = generate_uid()
+    for k in range(n):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.SeriesInstanceUID, ds.SeriesDescription, ds.InstanceNumber = uid, desc, k + 1
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.ImagePositionPatient = [-158.1, -179.0, -75.7 + 5.0 * k]
+        ds.save_as(folder / f"{desc}_{k}.dcm")
+    return uid
+
+
+def test_dicom_folder_with_two_series_asks_which(window, tmp_path, monkeypatch, messages):
+    from PyQt5.QtWidgets import QInputDialog
+
+    _series(tmp_path / "study", 2, "first")
+    _series(tmp_path / "study", 3, "second")
+    offered = []
+
+    def pick(parent, title, label, items, *a, **k):
+        offered.extend(items)
+        return next(i for i in items if "second" in i), True
+
+    monkeypatch.setattr(QInputDialog, "getItem", staticmethod(pick))
+    assert window.open_path(str(tmp_path / "study"))
+    assert len(offered) == 2 and window.volume.num_slices(0) == 3 and window.slider.maximum() == 2
+    assert not messages["critical"]
+
+
 def test_drag_and_drop_opens_the_file(window, tmp_path, disk_image):
     path = tmp_path / "dropped.jpg"
     Image.fromarray(disk_image[0]).save(path)

@@ -4,7 +4,9 @@ is the predictor's answer, candidates, labels, undo/redo by keyboard, propagatio
 import numpy as np
 from annotator_util import OraclePredictor, Spy, click, drag, key, messages, overlay_mask, qapp, window  # noqa: F401
 from PIL import Image
-from PyQt5.QtCore import Qt
+from PyQt5.QtCore import QPoint, QPointF, Qt
+from PyQt5.QtGui import QWheelEvent
+from PyQt5.QtWidgets import QApplication
 from PyQt5.QtTest import QTest
 
 from kdsam_annotate.actions import ACTIONS, help_dialog
@@ -89,7 +91,9 @@ def test_slices_wheel_window_level_and_zoom(window, tmp_path):
     vp = window.canvas.viewport()
     QTest.keyClick(window.canvas, Qt.Key_Up)
     assert window.index == 4
-    window.canvas.slice_step.emit(-1)  # what a wheel notch emits
+    QApplication.sendEvent(vp, QWheelEvent(QPointF(50, 50), QPointF(50, 50), QPoint(0, 0), QPoint(0, -120),
+                                           Qt.NoButton, Qt.NoModifier, Qt.NoScrollPhase, False))
+    assert window.index == 3  # a wheel notch down: the previous slice
     window.slider.setValue(1)
     assert window.index == 1 and window.slice_label.text() == "2 / 6"
     window.width_box.setValue(100.0)

@@ -58,6 +58,8 @@ def build_predictor(spec: ModelSpec):
     elif spec.checkpoint and spec.name is None:
         model = load_model(spec.checkpoint) if spec.checkpoint.endswith(".safetensors") else \
             build_model("kdsam", spec.checkpoint)
+    elif spec.name and spec.name.startswith("sam_") and not spec.checkpoint:
+        raise KDSAMError(f"{spec.name} needs its weights: pass --checkpoint with Meta's .pth file")
     elif spec.checkpoint or spec.name not in (None, "kdsam"):
         model = build_model(spec.name or "kdsam", spec.checkpoint)
     else:
