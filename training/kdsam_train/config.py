@@ -61,6 +61,7 @@ class DistillConfig:
     warmup_steps: int = 50
     perceptual: str = "decoder"  # decoder | vgg | none
     lambda_perceptual: float = 0.1
+    perceptual_samples: int = 0  # decoder term: >0 uses only this many items per batch (CPU time)
     vgg_weights: str = ""
     ckpt_every: int = 50
     log_every: int = 10

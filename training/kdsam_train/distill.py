@@ -110,7 +110,8 @@ def run_distill(cfg: DistillConfig) -> Path:
         if weights_sha256(teacher.image_encoder) != cache.signature["weights_sha256"]:
             raise KDSAMError(f"the cache {cfg.cache_dir} was made by another {cache.signature['teacher']} "
                              f"than the --teacher {cfg.teacher} {cfg.teacher_checkpoint or '(default weights)'}")
-        perceptual = build_perceptual(cfg.perceptual, teacher, student.embedding_shape[0], cfg.vgg_weights or None)
+        perceptual = build_perceptual(cfg.perceptual, teacher, student.embedding_shape[0], cfg.vgg_weights or None,
+                                      cfg.perceptual_samples)
         perceptual = perceptual.to(device) if perceptual is not None else None
         skips = SkipLog()
         samples = select(discover(cfg.data_root), read_splits(cfg.split_file)["train"])
@@ -142,6 +143,7 @@ def run_distill(cfg: DistillConfig) -> Path:
                 student, phase=1, steps=step, batch_size=cfg.batch_size * world,
                 teacher={"name": cfg.teacher, "weights_sha256": cache.signature["weights_sha256"]},
                 perceptual=cfg.perceptual, lambda_perceptual=cfg.lambda_perceptual,
+                perceptual_samples=cfg.perceptual_samples,
                 training_data={"split_file": str(cfg.split_file), "split": "train", "items": len(data)},
                 skipped=skips.summary()), overwrite=True)
             log.info("phase 1 done at step %d: %s; skipped %s", step, out, skips.summary())

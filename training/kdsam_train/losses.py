@@ -36,8 +36,9 @@ def embedding_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 class DecoderPerceptual(nn.Module):
     """Compare embeddings through a frozen copy of the teacher's prompt encoder and mask decoder."""
 
-    def __init__(self, teacher: PromptableSAM) -> None:
+    def __init__(self, teacher: PromptableSAM, samples: int = 0) -> None:
         super().__init__()
+        self.samples = samples  # >0: only the first ``samples`` items of a batch (the decoder is costly on CPUs)
         self.prompt_encoder = copy.deepcopy(teacher.prompt_encoder).eval()
         self.mask_decoder = copy.deepcopy(teacher.mask_decoder).eval()
         for p in self.parameters():
@@ -55,6 +56,8 @@ class DecoderPerceptual(nn.Module):
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """student/teacher (B, C, H, W); boxes (B, 4) in the teacher's input frame."""
+        if self.samples:
+            student, teacher, boxes = student[:self.samples], teacher[:self.samples], boxes[:self.samples]
         with torch.no_grad():
             target = torch.sigmoid(self._decode(teacher.float(), boxes))
         return F.binary_cross_entropy_with_logits(self._decode(student, boxes), target)
@@ -128,14 +131,14 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.
     return dice_loss(logits, t) + bce_weight * bce
 
 
-def build_perceptual(kind: str, teacher: PromptableSAM | None, channels: int, vgg_weights: str | None = None
-                     ) -> nn.Module | None:
+def build_perceptual(kind: str, teacher: PromptableSAM | None, channels: int, vgg_weights: str | None = None,
+                     samples: int = 0) -> nn.Module | None:
     if kind == "none":
         return None
     if kind == "decoder":
         if teacher is None:
             raise ValueError("the decoder perceptual loss needs the teacher model")
-        return DecoderPerceptual(teacher)
+        return DecoderPerceptual(teacher, samples)
     if kind == "vgg":
         return VGGPerceptual(channels, vgg_weights)
     raise ValueError(f"unknown perceptual loss {kind!r}: choose decoder, vgg or none")
