@@ -166,6 +166,24 @@ def test_missing_default_weights_are_explained(qapp, tmp_path, messages, monkeyp
     w.close()
 
 
+def test_main_opens_the_image_given_on_the_command_line(qapp, tmp_path, disk_image, messages, monkeypatch):
+    import sys
+
+    from PyQt5.QtCore import QTimer
+
+    from kdsam_annotate.app import main
+    from kdsam_annotate.window import MainWindow
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # main installs its own; restored after
+    path = tmp_path / "cli.png"
+    Image.fromarray(disk_image[0]).save(path)
+    QTimer.singleShot(200, qapp.quit)
+    assert main([str(path), "--no-model"]) == 0
+    wins = [w for w in qapp.topLevelWidgets() if isinstance(w, MainWindow) and w.source == str(path)]
+    assert len(wins) == 1 and wins[0].device_label.text() == "no model"
+    assert wins[0].close() and not messages["critical"]
+
+
 def test_command_line():
     a = build_parser().parse_args(["scan.nii.gz", "--model", "lite_medsam", "--device", "cpu", "--threads", "2"])
     assert (a.image, a.model, a.device, a.threads, a.backend) == ("scan.nii.gz", "lite_medsam", "cpu", 2, "torch")
