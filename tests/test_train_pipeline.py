@@ -233,6 +233,11 @@ def test_finetune_and_evaluate(world, tmp_path):
     s = res["summary"]["student"]["all"]["box"]
     assert 0 <= s["dice"] <= 1 and s["n"] == len(ids["student"])
     assert res["skipped"]["skipped"] == len(expected)
+    from kdsam_train.report import targets_table
+
+    table = targets_table(res)
+    assert "| synth |" in table and "| all |" in table
+    assert f"{res['summary']['teacher']['synth']['box']['dice']:.4f}" in table
 
 
 def test_ddp_two_processes_gloo(world, tmp_path):
