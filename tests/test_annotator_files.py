@@ -8,6 +8,7 @@ from annotator_util import click, make_window, messages, qapp, window  # noqa: F
 from PIL import Image
 from PyQt5.QtCore import QMimeData, QPoint, Qt, QUrl
 from PyQt5.QtGui import QDragEnterEvent, QDropEvent
+from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QApplication, QMessageBox
 
 from kdsam_annotate.app import build_parser
@@ -133,11 +134,11 @@ def test_autosave_and_recovery_after_a_crash(qapp, tmp_path, disk_image, tiny_mo
     assert w.autosave_timer.isActive()  # an edit schedules the autosave
     w.autosave_timer.setInterval(1)
     w.autosave_timer.start()
-    qapp.processEvents()
-    deadline = 200
-    while not (tmp_path / "case.png.kdsam-autosave" / "state.json").exists() and deadline:
-        qapp.processEvents()
-        deadline -= 1
+    for _ in range(500):  # the timer fires, the write runs in the autosave thread
+        if (tmp_path / "case.png.kdsam-autosave" / "state.json").exists():
+            break
+        QTest.qWait(10)
+    w.autosave.wait()
     edited, prompts = w.session.mask.copy(), dict(w.session.prompts)
     w.worker.stop()  # the crash: no closeEvent, nothing cleaned up
     w.deleteLater()

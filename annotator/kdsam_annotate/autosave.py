@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Callable
 
 from kdsam_core.io import Volume, load_volume, save_mask
 
@@ -44,11 +46,37 @@ class Autosave:
         self.source = str(source)
         self.reference = reference
         self.dir = autosave_dir(source)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdsam-autosave")
+        self._pending: Future | None = None
 
     def write(self, session: Session) -> Path:
+        """Write now, in this thread."""
+        self.wait()
+        return self._write(session.mask, session.state())
+
+    def write_async(self, session: Session, done: Callable[[Future], None] | None = None) -> Future:
+        """Write a snapshot of ``session`` in a background thread (compressing a big mask takes a while)."""
+        self.wait()
+        future = self._pool.submit(self._write, session.mask.copy(), session.state())
+        if done is not None:
+            future.add_done_callback(done)
+        self._pending = future
+        return future
+
+    def wait(self) -> None:
+        """Let a background write finish (its errors were reported to its callback)."""
+        if self._pending is not None:
+            wait([self._pending])
+            self._pending = None
+
+    def close(self) -> None:
+        """Finish a background write and end the writer thread."""
+        self.wait()
+        self._pool.shutdown(wait=True)
+
+    def _write(self, mask, state: dict) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
-        save_mask(session.mask, self.dir / MASK_FILE, reference=self.reference, overwrite=True)
-        state = session.state()
+        save_mask(mask, self.dir / MASK_FILE, reference=self.reference, overwrite=True)
         state.update(source=self.source, saved_at=_dt.datetime.now().isoformat(timespec="seconds"))
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state.", suffix=".json")
         with os.fdopen(fd, "w") as f:
@@ -73,6 +101,7 @@ class Autosave:
         return state
 
     def read(self) -> Session:
+        self.wait()
         state = self.find()
         if state is None:
             raise FileNotFoundError(f"no autosave in {self.dir}")
@@ -80,6 +109,7 @@ class Autosave:
         return Session.from_state(state, mask)
 
     def discard(self) -> None:
+        self.wait()  # a write still running would bring the files back
         for name in (STATE_FILE, MASK_FILE):
             (self.dir / name).unlink(missing_ok=True)
         try:

@@ -55,12 +55,21 @@ def display_rgb(slice2d: np.ndarray, level: float, width: float) -> np.ndarray:
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
-def overlay_rgba(label_slice: np.ndarray, colors: dict[int, tuple[int, int, int]], alpha: int = 110) -> np.ndarray:
-    """(H, W, 4) uint8: each label's colour, transparent where the label is 0."""
+def overlay_rgba(label_slice: np.ndarray, colors: dict[int, tuple[int, int, int]], alpha: int = 100) -> np.ndarray:
+    """(H, W, 4) uint8: each label's colour, translucent inside and opaque on its outline,
+    transparent where the label is 0."""
     lut = np.zeros((256, 4), np.uint8)
     for value, color in colors.items():
         lut[value] = (*color, alpha)
-    return lut[label_slice]
+    out = lut[label_slice]
+    s = label_slice
+    edge = np.zeros(s.shape, bool)  # a pixel whose 4-neighbour has another label
+    edge[1:, :] |= s[1:, :] != s[:-1, :]
+    edge[:-1, :] |= s[:-1, :] != s[1:, :]
+    edge[:, 1:] |= s[:, 1:] != s[:, :-1]
+    edge[:, :-1] |= s[:, :-1] != s[:, 1:]
+    out[edge & (s > 0), 3] = 255
+    return out
 
 
 def to_qimage(arr: np.ndarray) -> QImage:

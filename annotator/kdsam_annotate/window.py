@@ -11,7 +11,7 @@ import itertools
 import logging
 from pathlib import Path
 
-from PyQt5.QtCore import Qt, QTimer
+from PyQt5.QtCore import Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QColor, QIcon, QKeySequence, QPixmap
 from PyQt5.QtWidgets import QApplication, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QInputDialog, \
     QLabel, QMainWindow, QMessageBox, QProgressBar, QShortcut, QSlider, QVBoxLayout, QWidget
@@ -38,6 +38,8 @@ _tokens = itertools.count(1)
 
 
 class MainWindow(AnnotateMixin, QMainWindow):
+    autosaved = pyqtSignal(str, str)  # error ('' if none), folder; emitted from the autosave thread
+
     def __init__(self, spec: ModelSpec | None = None) -> None:
         super().__init__()
         self.volume = None
@@ -56,6 +58,7 @@ class MainWindow(AnnotateMixin, QMainWindow):
         self._help = None
         self.spec = spec or ModelSpec()
         self._build()
+        self.autosaved.connect(self.on_autosaved)
         self.worker = ModelThread(self)
         sig = self.worker.signals
         sig.loaded.connect(self.on_loaded)
@@ -195,8 +198,10 @@ class MainWindow(AnnotateMixin, QMainWindow):
         return True
 
     def set_volume(self, volume, source: str) -> None:
-        if self.autosave is not None and self.session is not None and not self.session.dirty:
-            self.autosave.discard()
+        if self.autosave is not None:
+            if self.session is not None and not self.session.dirty:
+                self.autosave.discard()
+            self.autosave.close()
         self.volume, self.source, self.index = volume, source, 0
         self.vol_token = next(_tokens)
         self._pending.clear()
@@ -350,13 +355,17 @@ class MainWindow(AnnotateMixin, QMainWindow):
         return True
 
     def autosave_now(self) -> None:
+        """Write the autosave in the background; the status bar reports how it went."""
         if self.session is None or not self.session.dirty:
             return
-        try:
-            where = self.autosave.write(self.session)
-        except (KDSAMError, OSError) as e:
-            log.warning("autosave failed: %s", e)
-            self.statusBar().showMessage(f"Autosave failed: {e}", 8000)
+        where = str(self.autosave.dir)
+        self.autosave.write_async(self.session, lambda f: self.autosaved.emit(
+            "" if f.exception() is None else str(f.exception()), where))
+
+    def on_autosaved(self, error: str, where: str) -> None:
+        if error:
+            log.warning("autosave failed: %s", error)
+            self.statusBar().showMessage(f"Autosave failed: {error}", 8000)
         else:
             self.statusBar().showMessage(f"Autosaved to {where}", 2000)
 
@@ -383,6 +392,8 @@ class MainWindow(AnnotateMixin, QMainWindow):
         if self.autosave is not None and self.session is not None and not self.session.dirty:
             self.autosave.discard()
         self.autosave_timer.stop()
+        if self.autosave is not None:
+            self.autosave.close()
         self.worker.stop()
         event.accept()
 
