@@ -96,7 +96,7 @@ def test_autosave_beside_the_input_and_recovery(tmp_path):
     assert a.find() is None
     s = Session(vol.shape_zyx)
     s.apply_prediction(1, 1, Prompts().with_point(2, 2, True), _masks(), np.ones(3))
-    a.write(s)
+    a.write_async(s).result()
     assert sorted(p.name for p in a.dir.iterdir()) == ["mask.nii.gz", "state.json"]
     r = a.read()
     np.testing.assert_array_equal(r.mask, s.mask)

@@ -12,7 +12,6 @@ import argparse
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from PyQt5.QtCore import Qt
@@ -47,8 +46,11 @@ def main() -> int:
     key = win.slice_key(win.index)
     while not win.worker.predictor.has_embedding(key):  # the encoder runs when the slice is shown
         QTest.qWait(50)
-    t = time.perf_counter()
-    win.on_box(*args.box, t)
+    vp = win.canvas.viewport()
+    a, b = win.canvas.pixel_to_view(*args.box[:2]), win.canvas.pixel_to_view(*args.box[2:])
+    QTest.mousePress(vp, Qt.LeftButton, Qt.NoModifier, a)
+    QTest.mouseMove(vp, (a + b) / 2)
+    QTest.mouseRelease(vp, Qt.LeftButton, Qt.NoModifier, b)
     win.worker.wait_idle(120)
     if args.point:
         click = win.canvas.pixel_to_view(*args.point)
