@@ -130,6 +130,16 @@ def test_propagation_with_progress_and_cancel(window, tmp_path, messages):
     assert not messages["critical"]
 
 
+def test_device_can_be_changed(window, monkeypatch):
+    from PyQt5.QtWidgets import QInputDialog
+
+    monkeypatch.setattr(QInputDialog, "getItem", staticmethod(lambda *a, **k: ("cpu · torch", True)))
+    old = window.worker.predictor
+    key(window, "Ctrl+Shift+D")
+    assert window.worker.predictor is not old and str(window.worker.predictor.device) == "cpu"
+    assert window.device_label.text().endswith("· cpu")
+
+
 def test_help_lists_every_action_with_a_shortcut(window):
     assert all(spec.shortcuts for spec in ACTIONS)
     assert set(window.actions_by_name) == {spec.name for spec in ACTIONS}

@@ -42,6 +42,7 @@ ACTIONS = (
     ActionSpec("reset_window", "&View", "&Reset window/level", ("W",)),
     ActionSpec("toggle_overlay", "&View", "Show/hide &mask", ("O",)),
     ActionSpec("load_checkpoint_dialog", "&Model", "&Load checkpoint…", ("Ctrl+L",)),
+    ActionSpec("device_dialog", "&Model", "&Device and backend…", ("Ctrl+Shift+D",)),
     ActionSpec("show_help", "&Help", "&Keyboard shortcuts", ("F1", "?")),
 )
 

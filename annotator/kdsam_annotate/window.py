@@ -7,6 +7,7 @@ thread of :mod:`kdsam_annotate.worker`; nothing here imports torch.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from pathlib import Path
@@ -25,7 +26,7 @@ from .autosave import Autosave
 from .canvas import SliceCanvas
 from .display import default_window, display_rgb, model_slice, window_range
 from .session import Session
-from .worker import ModelSpec, ModelThread
+from .worker import BACKENDS, ModelSpec, ModelThread
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,16 @@ class MainWindow(AnnotateMixin, QMainWindow):
         if path:
             self.load_model(ModelSpec(name=_guess_model(path), checkpoint=path, device=self.spec.device,
                                       threads=self.spec.threads, backend=self.spec.backend))
+
+    def device_dialog(self) -> None:
+        """Reload the current model on another device / backend (auto, cpu, cuda, mps)."""
+        choices = [f"{dev} · {backend}" for backend in BACKENDS for dev in ("auto", "cpu", "cuda", "mps")]
+        current = f"{self.spec.device} · {self.spec.backend}"
+        item, ok = QInputDialog.getItem(self, "Device and backend", "Run the model on:", choices,
+                                        choices.index(current) if current in choices else 0, False)
+        if ok:
+            device, backend = item.split(" · ")
+            self.load_model(dataclasses.replace(self.spec, device=device, backend=backend))
 
     # ------------------------------------------------------------ opening
     def open_file_dialog(self) -> None:
