@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from annotator_util import click, make_window, messages, qapp, window  # noqa: F401
+from kdsam_annotate.app import build_parser
+from kdsam_annotate.worker import ModelSpec
 from PIL import Image
 from PyQt5.QtCore import QMimeData, QPoint, Qt, QUrl
 from PyQt5.QtGui import QDragEnterEvent, QDropEvent
 from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QApplication, QMessageBox
-
-from kdsam_annotate.app import build_parser
-from kdsam_annotate.worker import ModelSpec
 
 
 def _volume(tmp_path, name="vol.nrrd"):
@@ -162,7 +161,7 @@ def test_missing_default_weights_are_explained(qapp, tmp_path, messages, monkeyp
     monkeypatch.setenv("KDSAM_WEIGHTS_DIR", str(tmp_path))
     w = make_window(spec=ModelSpec(device="cpu"))
     assert w.worker.predictor is None
-    title, text = messages["critical"][-1]
+    _title, text = messages["critical"][-1]
     assert "No trained KD SAM weights" in text and "Load checkpoint" in text
     w.close()
 
@@ -170,10 +169,9 @@ def test_missing_default_weights_are_explained(qapp, tmp_path, messages, monkeyp
 def test_main_opens_the_image_given_on_the_command_line(qapp, tmp_path, disk_image, messages, monkeypatch):
     import sys
 
-    from PyQt5.QtCore import QTimer
-
     from kdsam_annotate.app import main
     from kdsam_annotate.window import MainWindow
+    from PyQt5.QtCore import QTimer
 
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # main installs its own; restored after
     path = tmp_path / "cli.png"

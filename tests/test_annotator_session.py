@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
-
 from kdsam_annotate.autosave import Autosave, autosave_dir
 from kdsam_annotate.session import Prompts, Session
+
 from kdsam_core.errors import InputError
 from kdsam_core.io import Volume
 

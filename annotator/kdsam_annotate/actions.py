@@ -5,8 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PyQt5.QtGui import QKeySequence
-from PyQt5.QtWidgets import QAction, QDialog, QDialogButtonBox, QHeaderView, QTableWidget, QTableWidgetItem, \
-    QVBoxLayout, QWidget
+from PyQt5.QtWidgets import (
+    QAction,
+    QDialog,
+    QDialogButtonBox,
+    QHeaderView,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 @dataclass(frozen=True)

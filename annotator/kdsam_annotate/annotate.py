@@ -36,9 +36,7 @@ class AnnotateMixin:
         if self.worker.predictor is None:
             self.statusBar().showMessage("No model is loaded: Model > Load checkpoint (Ctrl+L)", 6000)
             return False
-        if self._propagating:
-            return False
-        return True
+        return not self._propagating
 
     def _base_prompts(self) -> Prompts:
         key = (self.index, self.session.current_label)

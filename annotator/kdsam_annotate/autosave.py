@@ -14,9 +14,9 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Callable
 
 from kdsam_core.io import Volume, load_volume, save_mask
 

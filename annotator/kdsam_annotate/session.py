@@ -37,10 +37,10 @@ class Prompts:
     def is_empty(self) -> bool:
         return not self.points and self.box is None
 
-    def with_point(self, x: float, y: float, positive: bool) -> "Prompts":
+    def with_point(self, x: float, y: float, positive: bool) -> Prompts:
         return Prompts(self.points + ((float(x), float(y), int(bool(positive))),), self.box)
 
-    def with_box(self, x0: float, y0: float, x1: float, y1: float) -> "Prompts":
+    def with_box(self, x0: float, y0: float, x1: float, y1: float) -> Prompts:
         x0, x1 = sorted((float(x0), float(x1)))
         y0, y1 = sorted((float(y0), float(y1)))
         return Prompts(self.points, (x0, y0, x1, y1))
@@ -64,7 +64,7 @@ class Prompts:
         return {"points": [list(p) for p in self.points], "box": None if self.box is None else list(self.box)}
 
     @staticmethod
-    def from_dict(d: dict) -> "Prompts":
+    def from_dict(d: dict) -> Prompts:
         pts = tuple((float(x), float(y), int(v)) for x, y, v in d.get("points", []))
         box = d.get("box")
         return Prompts(pts, None if box is None else tuple(float(v) for v in box))
@@ -232,7 +232,7 @@ class Session:
         }
 
     @classmethod
-    def from_state(cls, state: dict, mask: np.ndarray) -> "Session":
+    def from_state(cls, state: dict, mask: np.ndarray) -> Session:
         mask = np.asarray(mask)
         if list(mask.shape) != list(state.get("shape", [])):
             raise InputError(f"the saved mask {mask.shape} does not match the saved state {state.get('shape')}")

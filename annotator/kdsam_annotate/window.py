@@ -14,8 +14,22 @@ from pathlib import Path
 
 from PyQt5.QtCore import Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QColor, QIcon, QKeySequence, QPixmap
-from PyQt5.QtWidgets import QApplication, QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QInputDialog, \
-    QLabel, QMainWindow, QMessageBox, QProgressBar, QShortcut, QSlider, QVBoxLayout, QWidget
+from PyQt5.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QShortcut,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
 
 from kdsam_core.errors import KDSAMError, SeriesChoiceError
 from kdsam_core.io import load_volume, save_mask
@@ -199,7 +213,7 @@ class MainWindow(AnnotateMixin, QMainWindow):
         except KDSAMError as e:
             self.error("Cannot open this image", str(e))
             return False
-        except Exception as e:  # noqa: BLE001 - an unexpected reader failure must not end the session
+        except Exception as e:
             log.exception("opening %s failed", path)
             self.error("Cannot open this image", f"{path}: {type(e).__name__}: {e}")
             return False
@@ -354,7 +368,7 @@ class MainWindow(AnnotateMixin, QMainWindow):
         except KDSAMError as e:
             self.error("Cannot save the mask", str(e))
             return False
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.exception("saving %s failed", path)
             self.error("Cannot save the mask", f"{path}: {type(e).__name__}: {e}")
             return False

@@ -12,9 +12,9 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PyQt5.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
@@ -94,7 +94,7 @@ class _Worker(QObject):
             self.predictor = build_predictor(spec)
         except KDSAMError as e:
             self.failed.emit(-1, "load", str(e))
-        except Exception as e:  # noqa: BLE001 - a bug, but the window must survive it
+        except Exception as e:
             log.exception("loading the model failed")
             self.failed.emit(-1, "load", f"{type(e).__name__}: {e}")
         else:
@@ -108,7 +108,7 @@ class _Worker(QObject):
         self._set_image(key, image, -1)
 
     @pyqtSlot(int, object, object, object)
-    def decode(self, request: int, key, image: "np.ndarray | Callable[[], np.ndarray]", prompts) -> None:
+    def decode(self, request: int, key, image: np.ndarray | Callable[[], np.ndarray], prompts) -> None:
         if self.predictor is None:
             self.failed.emit(request, "segment", "no model is loaded: use Model > Load checkpoint (Ctrl+L)")
             return
@@ -136,7 +136,7 @@ class _Worker(QObject):
         except KDSAMError as e:
             self.failed.emit(-1, "propagate", str(e))
             masks = None
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.exception("propagation failed")
             self.failed.emit(-1, "propagate", f"{type(e).__name__}: {e}")
             masks = None
@@ -144,7 +144,7 @@ class _Worker(QObject):
         if masks is not None:
             self.propagated.emit(job["label"], masks, self.stop_event.is_set())
 
-    def _set_image(self, key, image: "np.ndarray | Callable[[], np.ndarray]", request: int) -> bool:
+    def _set_image(self, key, image: np.ndarray | Callable[[], np.ndarray], request: int) -> bool:
         cached = self.predictor.has_embedding(key)
         if not cached:
             self.busy.emit("Encoding slice…")
@@ -203,12 +203,12 @@ class ModelThread(QObject):
         self.pending += 1
         self._load.emit(spec)
 
-    def encode(self, key, image: "np.ndarray | Callable[[], np.ndarray]") -> None:
+    def encode(self, key, image: np.ndarray | Callable[[], np.ndarray]) -> None:
         self.worker.wanted_key = key
         if self.worker.predictor is not None and not self.worker.predictor.has_embedding(key):
             self._encode.emit(key, image)
 
-    def decode(self, key, image: "np.ndarray | Callable[[], np.ndarray]", prompts) -> int:
+    def decode(self, key, image: np.ndarray | Callable[[], np.ndarray], prompts) -> int:
         self._next_request += 1
         self.pending += 1
         self.worker.wanted_key = key
@@ -218,8 +218,8 @@ class ModelThread(QObject):
     def propagate(self, get_slice: Callable[[int], np.ndarray], num_slices: int, start_index: int,
                   start_mask: np.ndarray, key_prefix, label: int) -> None:
         self.pending += 1
-        self._propagate.emit(dict(get_slice=get_slice, num_slices=num_slices, start_index=start_index,
-                                  start_mask=start_mask, key_prefix=key_prefix, label=label))
+        self._propagate.emit({"get_slice": get_slice, "num_slices": num_slices, "start_index": start_index,
+                              "start_mask": start_mask, "key_prefix": key_prefix, "label": label})
 
     def cancel(self) -> None:
         self.worker.stop_event.set()

@@ -29,6 +29,7 @@ def main() -> int:
     p.add_argument("--out", default="annotator/screenshots/annotator.png")
     args = p.parse_args()
     app = QApplication(sys.argv[:1])
+    app.setApplicationName("kdsam-annotate")
     from kdsam_annotate.window import MainWindow
     from kdsam_annotate.worker import ModelSpec
 
