@@ -4,6 +4,7 @@ is the predictor's answer, candidates, labels, undo/redo by keyboard, propagatio
 import numpy as np
 from annotator_util import OraclePredictor, Spy, click, drag, key, messages, overlay_mask, qapp, window  # noqa: F401
 from kdsam_annotate.actions import ACTIONS, help_dialog
+from kdsam_core.errors import InputError
 from PIL import Image
 from PyQt5.QtCore import QPoint, QPointF, Qt
 from PyQt5.QtGui import QWheelEvent
@@ -127,6 +128,15 @@ def test_propagation_with_progress_and_cancel(window, tmp_path, messages):
     assert window.worker.wait_idle(30)
     assert window.session.touched_slices() == [3, 4, 5] and "cancelled" in window.statusBar().currentMessage()
     assert not messages["critical"]
+
+    def fail(k):
+        raise InputError("the model refused slice 4")
+
+    window.worker.worker.predictor = OraclePredictor(gt, on_predict=fail)
+    window.propagate()
+    assert window.worker.wait_idle(30)
+    assert messages["critical"][-1] == ("Could not propagate", "the model refused slice 4")
+    assert window.progress_dialog is None and not window._propagating  # the window is usable again
 
 
 def test_device_can_be_changed(window, monkeypatch):

@@ -67,6 +67,8 @@ class AnnotateMixin:
         if info is not None:
             self._pending_prompts.pop((info[1], info[2]), None)
             self._draw_prompts()
+        if what == "propagate":
+            self._end_propagation()
         if what == "load":
             self.device_label.setText("no model")
             message += "\n\nPick a checkpoint with Model > Load checkpoint (Ctrl+L)."
@@ -135,7 +137,7 @@ class AnnotateMixin:
             self.error("Nothing to propagate", f"Label {label} is empty on this slice: segment it here first.")
             return
         vol = self.volume
-        self._propagating = True
+        self._propagating = self.vol_token  # the image the answer belongs to
         self.progress_dialog = dlg = QProgressDialog("Propagating through slices…", "Cancel", 0, 0, self)
         dlg.setWindowModality(Qt.WindowModal)
         dlg.setAutoClose(False)
@@ -157,14 +159,17 @@ class AnnotateMixin:
             self.statusBar().showMessage("Cancelling…", 2000)
 
     def on_propagated(self, label: int, masks: dict, cancelled: bool) -> None:
+        token = self._propagating
         self._end_propagation()
-        n = self.session.apply_masks(label, masks) if self.session is not None else 0
+        if token != self.vol_token:
+            return  # another image was opened meanwhile
+        n = self.session.apply_masks(label, masks)
         self.statusBar().showMessage(f"Propagated label {label} to {n} slices" + (" (cancelled)" if cancelled else ""),
                                      6000)
         self.edited()
 
     def _end_propagation(self) -> None:
-        self._propagating = False
+        self._propagating = 0
         if self.progress_dialog is not None:
             self.progress_dialog.canceled.disconnect(self.cancel)
             self.progress_dialog.close()

@@ -2,7 +2,7 @@
 drag-and-drop, the status bar, autosave and the question on quit.
 
 The click-to-mask workflow lives in :mod:`kdsam_annotate.annotate`; the model runs in the
-thread of :mod:`kdsam_annotate.worker`; nothing here imports torch.
+thread of :mod:`kdsam_annotate.worker`; no model code is here.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class MainWindow(AnnotateMixin, QMainWindow):
         self.overlay_visible = True
         self.last_latency_ms: float | None = None
         self.progress_dialog = None
-        self._propagating = False
+        self._propagating = 0  # the vol_token of the image being propagated, 0 when none
         self._pending: dict = {}
         self._pending_prompts: dict = {}
         self._help = None
@@ -244,14 +244,16 @@ class MainWindow(AnnotateMixin, QMainWindow):
                 try:
                     self.session = self.autosave.read()
                     self.session.revision = 1  # recovered edits are not saved yet
-                except (KDSAMError, OSError) as e:
-                    self.error("Could not recover", str(e))
+                except Exception as e:  # a damaged autosave must not stop the image from opening
+                    log.exception("recovering %s failed", self.autosave.dir)
+                    self.error("Could not recover", f"{type(e).__name__}: {e}")
             else:
                 self.autosave.discard()
         lo, hi = window_range(volume)
-        span = max(hi - lo, 1.0)
-        self.level_box.setSingleStep(span / 100)
-        self.width_box.setSingleStep(span / 100)
+        span = hi - lo
+        for box in (self.level_box, self.width_box):
+            box.setDecimals(1 if span >= 10 else 4)  # float images in 0..1 need finer steps
+            box.setSingleStep(max(span, 1e-3) / 100)
         self.set_window(*default_window(volume))
         n = volume.num_slices(0)
         self.slider.blockSignals(True)
@@ -315,7 +317,7 @@ class MainWindow(AnnotateMixin, QMainWindow):
     def on_window_drag(self, dx: int, dy: int) -> None:
         if self.volume is not None:
             lo, hi = window_range(self.volume)
-            step = max(hi - lo, 1.0) / 500
+            step = max(hi - lo, 1e-3) / 500
             self.set_window(self.level - dy * step, self.width + dx * step)
 
     def reset_window(self) -> None:
