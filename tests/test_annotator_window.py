@@ -4,12 +4,13 @@ is the predictor's answer, candidates, labels, undo/redo by keyboard, propagatio
 import numpy as np
 from annotator_util import OraclePredictor, Spy, click, drag, key, messages, overlay_mask, qapp, window  # noqa: F401
 from kdsam_annotate.actions import ACTIONS, help_dialog
-from kdsam_core.errors import InputError
 from PIL import Image
 from PyQt5.QtCore import QPoint, QPointF, Qt
 from PyQt5.QtGui import QWheelEvent
 from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QApplication
+
+from kdsam_core.errors import InputError
 
 
 def _png(tmp_path, disk_image):
