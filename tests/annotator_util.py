@@ -8,8 +8,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 import pytest
-from PyQt5.QtCore import Qt
-from PyQt5.QtGui import QImage
+from PyQt5.QtCore import QEvent, QPointF, Qt
+from PyQt5.QtGui import QImage, QMouseEvent
 from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QApplication, QMessageBox
 
@@ -84,7 +84,9 @@ def click(w, x: int, y: int, button=Qt.LeftButton) -> None:
 def drag(w, x0: int, y0: int, x1: int, y1: int) -> None:
     vp, a, b = w.canvas.viewport(), w.canvas.pixel_to_view(x0, y0), w.canvas.pixel_to_view(x1, y1)
     QTest.mousePress(vp, Qt.LeftButton, Qt.NoModifier, a)
-    QTest.mouseMove(vp, (a + b) / 2)
+    QApplication.sendEvent(vp, QMouseEvent(QEvent.MouseMove, QPointF((a + b) / 2), Qt.NoButton, Qt.LeftButton,
+                                           Qt.NoModifier))  # the rubber band follows
+    assert w.canvas._rubber.isVisible()
     QTest.mouseRelease(vp, Qt.LeftButton, Qt.NoModifier, b)
     assert w.worker.wait_idle(60)
 

@@ -5,8 +5,8 @@ import numpy as np
 from annotator_util import OraclePredictor, Spy, click, drag, key, messages, overlay_mask, qapp, window  # noqa: F401
 from kdsam_annotate.actions import ACTIONS, help_dialog
 from PIL import Image
-from PyQt5.QtCore import QPoint, QPointF, Qt
-from PyQt5.QtGui import QWheelEvent
+from PyQt5.QtCore import QEvent, QPoint, QPointF, Qt
+from PyQt5.QtGui import QMouseEvent, QWheelEvent
 from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QApplication
 
@@ -101,6 +101,13 @@ def test_slices_wheel_window_level_and_zoom(window, tmp_path):
     assert window.width == 100.0
     window.reset_window()
     assert window.width != 100.0
+    level, width = window.level, window.width
+    a = window.canvas.pixel_to_view(10, 10)
+    QTest.mousePress(vp, Qt.LeftButton, Qt.ShiftModifier, a)  # Shift+drag: window right, level down
+    QApplication.sendEvent(vp, QMouseEvent(QEvent.MouseMove, QPointF(a + QPoint(40, 30)), Qt.NoButton, Qt.LeftButton,
+                                           Qt.ShiftModifier))  # QTest.mouseMove moves the cursor only
+    QTest.mouseRelease(vp, Qt.LeftButton, Qt.ShiftModifier, a + QPoint(40, 30))
+    assert window.width > width and window.level < level and not window.session.mask.any()
     scale = window.canvas.transform().m11()
     window.zoom_in()
     assert window.canvas.transform().m11() > scale
