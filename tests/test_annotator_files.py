@@ -48,7 +48,12 @@ def test_save_nifti_nrrd_png_with_the_source_geometry(window, tmp_path, messages
 
 def test_dicom_files_ultrasound_cine_and_seg(window, tmp_path, messages):
     pydicom_data = pytest.importorskip("pydicom.data")
-    assert window.open_path(pydicom_data.get_testdata_file("emri_small.dcm"))  # 10-frame cine
+    assert window.open_path(pydicom_data.get_testdata_file("examples_ybr_color.dcm"))  # 30-frame US cine
+    assert window.slider.maximum() == 29 and window.volume.is_rgb and window.index == 0
+    window.slider.setValue(12)
+    click(window, 160, 120)
+    assert window.session.touched_slices() == [12]
+    assert window.open_path(pydicom_data.get_testdata_file("emri_small.dcm"))  # 10-frame MR
     assert window.slider.maximum() == 9
     assert window.open_path(pydicom_data.get_testdata_file("US1_UNCR.dcm"))  # colour ultrasound
     assert window.volume.is_rgb and window.session.mask.shape == (1, 480, 640)
