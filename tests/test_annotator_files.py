@@ -191,3 +191,17 @@ def test_main_opens_the_image_given_on_the_command_line(qapp, tmp_path, disk_ima
 def test_command_line():
     a = build_parser().parse_args(["scan.nii.gz", "--model", "lite_medsam", "--device", "cpu", "--threads", "2"])
     assert (a.image, a.model, a.device, a.threads, a.backend) == ("scan.nii.gz", "lite_medsam", "cpu", 2, "torch")
+
+
+def test_model_choice_from_the_checkpoint_name():
+    from kdsam_annotate.worker import build_predictor, guess_model
+
+    from kdsam_core.errors import KDSAMError
+
+    assert guess_model("kdsam_default.safetensors") is None  # read from the file's metadata
+    assert guess_model("/w/lite_medsam.pth") == "lite_medsam"
+    assert guess_model("sam_vit_b_01ec64.pth") == "sam_vit_b"
+    with pytest.raises(KDSAMError, match="needs its weights"):
+        build_predictor(ModelSpec(name="sam_vit_b"))
+    with pytest.raises(KDSAMError, match="backend"):
+        build_predictor(ModelSpec(name="kdsam_tiny", backend="onnx"))

@@ -40,7 +40,7 @@ from .autosave import Autosave
 from .canvas import SliceCanvas
 from .display import default_window, display_rgb, model_slice, window_range
 from .session import Session
-from .worker import BACKENDS, ModelSpec, ModelThread
+from .worker import BACKENDS, ModelSpec, ModelThread, guess_model
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class MainWindow(AnnotateMixin, QMainWindow):
         path, _ = QFileDialog.getOpenFileName(self, "Load a model checkpoint", "",
                                               "Checkpoints (*.safetensors *.pth *.pt);;All files (*)")
         if path:
-            self.load_model(ModelSpec(name=_guess_model(path), checkpoint=path, device=self.spec.device,
+            self.load_model(ModelSpec(name=guess_model(path), checkpoint=path, device=self.spec.device,
                                       threads=self.spec.threads, backend=self.spec.backend))
 
     def device_dialog(self) -> None:
@@ -450,16 +450,3 @@ class MainWindow(AnnotateMixin, QMainWindow):
 
     def _start_dir(self) -> str:
         return str(Path(self.source).parent) if self.source else ""
-
-
-def _guess_model(path: str) -> str | None:
-    """The registry name a checkpoint file most likely belongs to (None: read it from the file)."""
-    name = Path(path).name.lower()
-    if name.endswith(".safetensors"):
-        return None
-    if "lite" in name or "medsam" in name:
-        return "lite_medsam"
-    for kind in ("vit_h", "vit_l", "vit_b"):
-        if kind in name:
-            return f"sam_{kind}"
-    return "kdsam"

@@ -56,8 +56,8 @@ def build_predictor(spec: ModelSpec):
     if spec.model is not None:
         model = spec.model
     elif spec.checkpoint and spec.name is None:
-        model = load_model(spec.checkpoint) if spec.checkpoint.endswith(".safetensors") else \
-            build_model("kdsam", spec.checkpoint)
+        name = guess_model(spec.checkpoint)
+        model = load_model(spec.checkpoint) if name is None else build_model(name, spec.checkpoint)
     elif spec.name and spec.name.startswith("sam_") and not spec.checkpoint:
         raise KDSAMError(f"{spec.name} needs its weights: pass --checkpoint with Meta's .pth file")
     elif spec.checkpoint or spec.name not in (None, "kdsam"):
@@ -68,6 +68,19 @@ def build_predictor(spec: ModelSpec):
         return KDSAMPredictor(model, device=spec.device, threads=spec.threads)
     except ValueError as e:  # a device that is not there
         raise KDSAMError(str(e)) from None
+
+
+def guess_model(path: str) -> str | None:
+    """The registry name a checkpoint file most likely belongs to (None: read it from the file)."""
+    name = Path(path).name.lower()
+    if name.endswith(".safetensors"):
+        return None
+    if "lite" in name or "medsam" in name:
+        return "lite_medsam"
+    for kind in ("vit_h", "vit_l", "vit_b"):
+        if kind in name:
+            return f"sam_{kind}"
+    return "kdsam"
 
 
 class _Worker(QObject):
