@@ -204,4 +204,4 @@ def test_model_choice_from_the_checkpoint_name():
     with pytest.raises(KDSAMError, match="needs its weights"):
         build_predictor(ModelSpec(name="sam_vit_b"))
     with pytest.raises(KDSAMError, match="backend"):
-        build_predictor(ModelSpec(name="kdsam_tiny", backend="onnx"))
+        build_predictor(ModelSpec(name="kdsam_tiny", backend="tensorrt"))

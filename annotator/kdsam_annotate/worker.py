@@ -27,7 +27,18 @@ from kdsam_core.propagate import propagate_mask
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch",)  # the spot for a faster backend (e.g. "onnx") when kdsam_core offers one
+
+
+def available_backends() -> tuple[str, ...]:
+    """'torch', and the fast backends of ``kdsam_core.fast`` (ONNX Runtime) where that module exists."""
+    try:
+        from kdsam_core.fast import BACKENDS as fast_backends
+    except ImportError:
+        return ("torch",)
+    return tuple(dict.fromkeys(("torch", *fast_backends)))
+
+
+BACKENDS = available_backends()
 
 
 @dataclass
@@ -64,8 +75,11 @@ def build_predictor(spec: ModelSpec):
         model = build_model(spec.name or "kdsam", spec.checkpoint)
     else:
         model = load_model(default_checkpoint())  # NoWeightsError names where it looked
+    extra = {} if spec.backend == "torch" else {"backend": spec.backend}  # CPU only for ONNX Runtime
     try:
-        return KDSAMPredictor(model, device=spec.device, threads=spec.threads)
+        return KDSAMPredictor(model, device=spec.device, threads=spec.threads, **extra)
+    except KDSAMError:
+        raise
     except ValueError as e:  # a device that is not there
         raise KDSAMError(str(e)) from None
 
