@@ -190,3 +190,12 @@ def test_mask_output_is_never_overwritten_and_png_and_seg(tmp_path):
     assert ds.Modality == "SEG" and ds.ReferencedSeriesSequence[0].SeriesInstanceUID == v.series_uid
     with pytest.raises(InputError, match="does not match the image grid"):
         save_mask(np.zeros((2, 3, 4), np.uint8), tmp_path / "x.nii.gz", v)
+
+
+def test_dicom_seg_that_highdicom_refuses_is_a_named_error(tmp_path):
+    v = load_volume(get_testdata_file("emri_small.dcm"))  # multi-frame MR without a Frame of Reference UID
+    mask = v.empty_mask()
+    mask[:, 10:20, 10:20] = 1
+    with pytest.raises(InputError, match="cannot write a DICOM SEG"):
+        save_mask(mask, tmp_path / "seg.dcm", v)
+    assert not (tmp_path / "seg.dcm").exists()

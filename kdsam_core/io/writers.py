@@ -108,13 +108,21 @@ def _write_seg(m: np.ndarray, tmp: str, reference: Volume | None) -> None:
     ]
     pixels = np.stack([(m == lab) for lab in labels], axis=-1).astype(bool)
     # a series gives one frame per source file (in the files' order), a multi-frame file one per frame
-    seg = hd.seg.Segmentation(
+    try:
+        seg = _segmentation(hd, sources, pixels, descriptions)
+    except ValueError as e:  # highdicom names what the sources lack (e.g. a Frame of Reference UID)
+        raise InputError(f"cannot write a DICOM SEG for {reference.source}: {e}; "
+                         "write .nii.gz or .nrrd instead") from None
+    seg.save_as(tmp)
+
+
+def _segmentation(hd, sources, pixels, descriptions):
+    return hd.seg.Segmentation(
         source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="KD SAM",
         manufacturer_model_name="kdsam", software_versions=_version(), device_serial_number="0",
     )
-    seg.save_as(tmp)
 
 
 def _version() -> str:
