@@ -142,6 +142,10 @@ class KDSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return True
         if not self.ensureDependencies():
             return False
+        # torch's first import must happen on the main thread: importing it first inside a worker
+        # thread crashed the process in the annotator (triton's loader); model loading runs in one.
+        import kdsam_core.model  # noqa: F401  (imports torch and segment-anything)
+        import kdsam_core.predictor  # noqa: F401
         from KDSAMLib.logic import KDSAMLogic
 
         self.logic = KDSAMLogic(slicer.mrmlScene)
