@@ -51,19 +51,29 @@ class KDSAMPredictor:
         disk_cache: a folder where embeddings are also kept across sessions (fp16, each file
             signed with the image's pixel hash and the model's weights hash; see
             :mod:`kdsam_core.embedding_store`). None keeps them in memory only.
+        backend: "torch" (default), "onnx" or "onnx-int8": run the encoder and the prompt
+            decoder with onnxruntime (see :mod:`kdsam_core.fast`; CPU only, exported on first use).
+        onnx_dir: where the ONNX graphs are kept (default: a per-model cache folder).
     """
 
     def __init__(self, model: PromptableSAM, *, device: str | None = "auto", threads: int | None = None,
-                 cache_mb: float = 512, disk_cache: str | None = None) -> None:
+                 cache_mb: float = 512, disk_cache: str | None = None, backend: str = "torch",
+                 onnx_dir: str | None = None) -> None:
+        from .fast import check_backend, make_runner
+
         set_threads(threads)
-        self.device = pick_device(device)
+        self.backend = check_backend(backend)
+        self.device = pick_device(device if backend == "torch" else "cpu")
         self.model = model.to(self.device).eval()
+        self.runner = make_runner(self.model, backend, folder=onnx_dir, threads=threads)  # .encode / .decode
         self.cache = EmbeddingCache(int(cache_mb * 2**20))
         self.disk = None
         if disk_cache is not None:
             from .embedding_store import DiskEmbeddingStore
 
             self.disk = DiskEmbeddingStore(disk_cache, self.model)
+            if backend != "torch":  # its embeddings differ from torch's: sign them apart
+                self.disk.base["backend"] = backend
         self.last_encode_seconds: float | None = None
         self.last_decode_seconds: float | None = None
         self.reset_image()
@@ -116,7 +126,7 @@ class KDSAMPredictor:
     def _encode(self, rgb: np.ndarray) -> torch.Tensor:
         t0 = time.perf_counter()
         x = preprocess(rgb, self.model.preprocess).to(self.device)
-        emb = self.model.encode(x)
+        emb = self.runner.encode(x)
         self.last_encode_seconds = time.perf_counter() - t0
         return emb
 
@@ -204,7 +214,7 @@ class KDSAMPredictor:
     @torch.inference_mode()
     def _decode(self, points, boxes, masks, multimask_output: bool) -> Prediction:
         t0 = time.perf_counter()
-        low, iou = self.model.decode(self._embedding, points=points, boxes=boxes, mask_input=masks,
+        low, iou = self.runner.decode(self._embedding, points=points, boxes=boxes, mask_input=masks,
                                      multimask_output=multimask_output)
         full = postprocess_masks(low, self.original_size, self.model.img_size)
         pred = Prediction(masks=(full[0] > 0).cpu().numpy(), scores=iou[0].float().cpu().numpy(),
