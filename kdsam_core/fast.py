@@ -24,8 +24,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -156,7 +156,12 @@ def _calibration_inputs(model: nn.Module, n_synthetic: int = 4) -> list[torch.Te
 def quantize_encoder(src: Path, dst: Path, inputs: Iterable[torch.Tensor]) -> Path:
     """Static QDQ int8 quantisation of the convolutions (per-channel int8 weights, uint8 activations
     MinMax-calibrated on ``inputs``), after onnxruntime's quantisation pre-processing."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -269,7 +274,7 @@ class OnnxModel:
                 return self.model.decode(embeddings, mask_input=mask_input, multimask_output=multimask_output)
         coords, labels = self._sparse(points, boxes)
         n = coords.shape[0]
-        c, h, w = self.model.embedding_shape
+        _, h, w = self.model.embedding_shape
         emb = embeddings.detach().cpu().float().numpy()
         masks = None if mask_input is None else mask_input.detach().cpu().float().numpy()
         lows, ious = [], []

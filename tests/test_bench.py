@@ -12,9 +12,9 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from kdsam_core.errors import KDSAMError  # noqa: E402
-from kdsam_core.fast import OnnxModel, export_onnx  # noqa: E402
-from kdsam_core.predictor import KDSAMPredictor  # noqa: E402
+from kdsam_core.errors import KDSAMError
+from kdsam_core.fast import OnnxModel, export_onnx
+from kdsam_core.predictor import KDSAMPredictor
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def _prompts(model):
 
 
 def test_export_writes_fp32_and_int8_graphs(tiny_onnx):
-    model, folder, paths = tiny_onnx
+    model, _, paths = tiny_onnx
     assert set(paths) == {"encoder", "decoder", "encoder_int8", "decoder_int8"}
     assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
     assert not model.training  # the exporter must hand the model back in eval mode
@@ -51,7 +51,7 @@ def test_onnx_matches_torch(tiny_onnx):
         emb = model.encode(x)
     torch.testing.assert_close(onnx.encode(x), emb, atol=1e-4, rtol=1e-4)
     pts, box = _prompts(model)
-    c, h, w = model.embedding_shape
+    _, h, w = model.embedding_shape
     mask = torch.randn(1, 1, 4 * h, 4 * w)
     for kw in ({"points": pts}, {"boxes": box}, {"points": pts, "boxes": box}, {"points": pts, "mask_input": mask}):
         for multi in (True, False):
@@ -119,6 +119,12 @@ def test_bench_runs_on_the_tiny_configuration(tmp_path, capsys):
     assert "kdsam_tiny@64/onnx-int8" in md and "## Targets" in md
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "x student" in capsys.readouterr().out
+    acc = tmp_path / "acc.json"  # a Dice column added afterwards, without measuring again
+    acc.write_text(json.dumps({"split": "val", "summary": {"student": {"all": {"click": {"dice": 0.5, "n": 3}}}}}))
+    assert main(["report", str(out.with_suffix(".json")), "--accuracy", str(acc),
+                 "--dice-map", "student=kdsam_tiny@64/torch"]) == 0
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert again["rows"][0]["dice"]["dice"] == 0.5 and "50.00" in out.with_suffix(".md").read_text()
 
 
 def test_dice_column_and_targets():
@@ -126,7 +132,7 @@ def test_dice_column_and_targets():
     from kdsam_bench.run import add_ratios, attach_dice
 
     def row(model, size, backend, enc, click=5.0):
-        ms = lambda v: {"median": v, "min": v, "max": v, "n": 1, "values": [v]}  # noqa: E731
+        ms = lambda v: {"median": v, "min": v, "max": v, "n": 1, "values": [v]}
         return {"label": f"{model}@{size}/{backend}" if model == "kdsam" else f"{model}/{backend}", "model": model,
                 "img_size": size, "backend": backend, "params": {"total": 1e6}, "encoder_flops": 1e9,
                 "encoder_ms": ms(enc), "decoder_ms": ms(2.0), "click_ms": ms(click), "encoder_peak_mb": 10.0}

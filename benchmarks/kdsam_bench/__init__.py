@@ -6,4 +6,4 @@ process and writes JSON, markdown and a PNG (:mod:`.run`, :mod:`.measure`, :mod:
 ``kdsam-bench accuracy`` measures Dice per backend on a split (:mod:`.accuracy`).
 """
 
-__all__ = ["measure", "report", "run", "accuracy", "cli"]
+__all__ = ["accuracy", "cli", "measure", "report", "run"]

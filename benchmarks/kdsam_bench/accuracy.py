@@ -10,8 +10,10 @@ backend from torch on the same image, in points (x100), with its standard deviat
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,11 +37,30 @@ class BackendModel:
     def decode(self, emb: torch.Tensor, **kw):
         return self.runner.decode(emb, **kw)
 
-    def to(self, *_a, **_k) -> "BackendModel":
+    def to(self, *_a, **_k) -> BackendModel:
         return self
 
-    def eval(self) -> "BackendModel":
+    def eval(self) -> BackendModel:
         return self
+
+
+def calibration_inputs(model, samples: list, n: int) -> tuple[list[torch.Tensor], list[str]]:
+    """Up to ``n`` preprocessed images of ``samples`` (the first in SHA-1 order of their ids)."""
+    from kdsam_core.errors import KDSAMError
+    from kdsam_core.transforms import preprocess, to_rgb_uint8
+    from kdsam_train.data import load_pair
+
+    out, ids = [], []
+    for s in sorted(samples, key=lambda s: hashlib.sha1(s.id.encode()).hexdigest()):
+        if len(out) >= n:
+            break
+        try:
+            image, _ = load_pair(s, require_mask=False)
+        except KDSAMError:
+            continue
+        out.append(preprocess(to_rgb_uint8(image), model.preprocess))
+        ids.append(s.id)
+    return out, ids
 
 
 def paired_differences(rows: list[dict], reference: str) -> dict:
@@ -56,16 +77,28 @@ def paired_differences(rows: list[dict], reference: str) -> dict:
 def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"), teacher: str | None = None,
                       data_root: str = "../shared/data", split: str = "val", split_file: str | None = None,
                       protocols=("box", "click"), max_per_dataset: int = 0, threads: int | None = None,
-                      onnx_dir: str | None = None, out: str | None = None, progress=None) -> dict:
-    """Evaluate ``checkpoint`` on each backend (and ``teacher`` on torch); write ``out`` (.json + .md)."""
-    from kdsam_core.device import set_threads
-    from kdsam_core.errors import KDSAMError
-    from kdsam_core.fast import make_runner
-    from kdsam_core.model import build_model, load_model
+                      onnx_dir: str | None = None, out: str | None = None, calibration_split: str = "train",
+                      calibration_images: int = 16, progress=None) -> dict:
+    """Evaluate ``checkpoint`` on each backend (and ``teacher`` on torch); write ``out`` (.json + .md).
+
+    The int8 encoder is calibrated on ``calibration_images`` images of ``calibration_split``
+    (never the evaluated split); graphs go to ``onnx_dir`` (default: a new temporary folder).
+    """
     from kdsam_train.config import DEFAULT_SPLIT_FILE, EvalConfig
     from kdsam_train.data import SkipLog, discover
-    from kdsam_train.evaluate import EvalModel, eval_samples, evaluate_sample, markdown_table, summarise
+    from kdsam_train.evaluate import (
+        EvalModel,
+        eval_samples,
+        evaluate_sample,
+        markdown_table,
+        summarise,
+    )
     from kdsam_train.splits import read_splits, select
+
+    from kdsam_core.device import set_threads
+    from kdsam_core.errors import KDSAMError
+    from kdsam_core.fast import exported_folder, make_runner
+    from kdsam_core.model import load_model
 
     set_threads(threads)
     cpu = torch.device("cpu")
@@ -73,6 +106,13 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
                      protocols=list(protocols), max_per_dataset=max_per_dataset, out=out or "", device="cpu",
                      threads=threads or 0)
     base = load_model(checkpoint).eval()
+    all_samples = discover(cfg.data_root)
+    splits = read_splits(cfg.split_file)
+    calib_ids: list[str] = []
+    if any(b != "torch" for b in backends):
+        onnx_dir = onnx_dir or tempfile.mkdtemp(prefix="kdsam-accuracy-onnx-")
+        cal, calib_ids = calibration_inputs(base, select(all_samples, splits[calibration_split]), calibration_images)
+        exported_folder(base, onnx_dir, int8="onnx-int8" in backends, calibration=cal or None)
     models = []
     for backend in backends:
         label = f"{getattr(base, 'name', 'kdsam')}@{base.img_size}/{backend}"
@@ -81,10 +121,8 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
         m.source = f"{checkpoint} on {backend}"
         models.append(m)
     if teacher:
-        t = build_model(teacher)
         models.append(EvalModel(f"{teacher}/torch={teacher}", cpu))
-        del t
-    samples = select(discover(cfg.data_root), read_splits(cfg.split_file)[cfg.split])
+    samples = select(all_samples, splits[cfg.split])
     skips = SkipLog()
     rows = []
     for i, (s, image, gt) in enumerate(eval_samples(samples, cfg, skips)):
@@ -100,7 +138,8 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
     labels = [m.label for m in models]
     result = {"split": split, "split_file": str(cfg.split_file), "data_root": str(data_root),
               "models": {m.label: m.source for m in models}, "protocols": list(protocols),
-              "max_per_dataset": max_per_dataset, "skipped": skips.summary(), "summary": summarise(rows),
+              "max_per_dataset": max_per_dataset, "skipped": skips.summary(),
+              "int8_calibration": {"split": calibration_split, "images": calib_ids}, "summary": summarise(rows),
               "paired_vs_torch": paired_differences(rows, labels[0]) if backends and backends[0] == "torch" else {},
               "per_image": rows}
     if out:

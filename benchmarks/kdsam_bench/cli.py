@@ -2,6 +2,7 @@
 
     kdsam-bench run [--models ...] [--sizes ...] [--backends ...] [--repeats N] [--vit-repeats N]
                     [--accuracy FILE.json [--dice-map LABEL=ROW ...]] [-o benchmarks/results/NAME]
+    kdsam-bench report RESULT.json --accuracy FILE.json [--dice-map LABEL=ROW ...]
     kdsam-bench export MODEL|CHECKPOINT [--img-size S] -o FOLDER [--no-int8]
     kdsam-bench accuracy --checkpoint FILE [--split val] [--backends torch onnx onnx-int8] -o FILE
 
@@ -46,13 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--onnx-dir", default=None, help="where ONNX graphs go (default: ~/.cache/kdsam/onnx)")
     r.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     r.add_argument("--in-process", action="store_true", help="measure all rows in this process (tests)")
-    r.add_argument("--accuracy", action="append", default=[], metavar="FILE.json",
-                   help="evaluation JSON (kdsam-bench accuracy or kdsam-train evaluate) for the Dice column")
-    r.add_argument("--dice-map", nargs="+", default=[], metavar="LABEL=ROW",
-                   help="map evaluation labels to rows, e.g. student=kdsam@256/torch teacher=lite_medsam/torch")
-    r.add_argument("--dice-protocol", default="click", help="evaluation protocol for the Dice column (default click)")
+    _dice_args(r)
     r.add_argument("--output", "-o", default="benchmarks/results/bench",
                    help="output stem: writes STEM.json, STEM.md, STEM.png")
+
+    rp = sub.add_parser("report", help="re-write a result's table, markdown and PNG, adding a Dice column")
+    rp.add_argument("result", help="a result JSON written by kdsam-bench run")
+    _dice_args(rp)
+    rp.add_argument("--output", "-o", default=None, help="output stem (default: the result's own)")
 
     e = sub.add_parser("export", help="export a model's encoder and prompt decoder to ONNX (+ int8)")
     e.add_argument("model", help="registry name (kdsam, kdsam_tiny, lite_medsam, ...) or a .safetensors checkpoint")
@@ -70,14 +72,55 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--protocols", nargs="+", default=["box", "click"])
     a.add_argument("--max-per-dataset", type=int, default=0, help="0: all images of the split")
     a.add_argument("--threads", type=int, default=None)
-    a.add_argument("--onnx-dir", default=None)
+    a.add_argument("--onnx-dir", default=None, help="where the graphs are exported (default: a temporary folder)")
+    a.add_argument("--calibration-images", type=int, default=16,
+                   help="int8 calibration images, from the train split (default 16)")
     a.add_argument("--output", "-o", default="benchmarks/results/accuracy_val.json")
     return p
 
 
+def _dice_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accuracy", action="append", default=[], metavar="FILE.json",
+                   help="evaluation JSON (kdsam-bench accuracy or kdsam-train evaluate) for the Dice column")
+    p.add_argument("--dice-map", nargs="+", default=[], metavar="LABEL=ROW",
+                   help="map evaluation labels to rows, e.g. student=kdsam@256/torch teacher=lite_medsam/torch")
+    p.add_argument("--dice-protocol", default="click", help="evaluation protocol for the Dice column (default click)")
+
+
+def _add_dice(result: dict, args) -> None:
+    from .run import add_ratios, attach_dice
+
+    mapping = {}
+    for m in args.dice_map:
+        if "=" not in m:
+            raise KDSAMError(f"--dice-map takes LABEL=ROW, not {m!r}")
+        k, v = m.split("=", 1)
+        mapping[k] = v
+    for path in args.accuracy:
+        if not Path(path).exists():
+            raise KDSAMError(f"no evaluation file {path}")
+        n = attach_dice(result, json.loads(Path(path).read_text()), mapping, protocol=args.dice_protocol)
+        log.info("%s: Dice on %d rows", path, n)
+    add_ratios(result)
+
+
+def cmd_report(args) -> int:
+    from .report import text_table, write_outputs
+
+    path = Path(args.result)
+    if not path.exists():
+        raise KDSAMError(f"no result file {path}")
+    result = json.loads(path.read_text())
+    _add_dice(result, args)
+    paths = write_outputs(result, args.output or path.with_suffix(""), result.get("command"))
+    print(text_table(result))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def cmd_run(args) -> int:
     from .report import text_table, write_outputs
-    from .run import add_ratios, attach_dice, build_plan, run_plan
+    from .run import build_plan, run_plan
 
     plan = build_plan(args.models, args.sizes, args.backends, repeats=args.repeats, vit_repeats=args.vit_repeats,
                       vit_h_warmup=args.vit_warmup, warmup=args.warmup, decoder_repeats=args.decoder_repeats,
@@ -90,10 +133,7 @@ def cmd_run(args) -> int:
         log.info("[%d/%d] %s: %s (%.0f s)", done, total, row["label"], msg[0], row.get("wall_s", 0))
 
     result = run_plan(plan, isolate=not args.in_process, progress=progress)
-    mapping = dict(m.split("=", 1) for m in args.dice_map)
-    for path in args.accuracy:
-        attach_dice(result, json.loads(Path(path).read_text()), mapping, protocol=args.dice_protocol)
-    add_ratios(result)
+    _add_dice(result, args)
     command = "kdsam-bench " + " ".join(shlex.quote(a) for a in args.argv)
     paths = write_outputs(result, args.output, command)
     print(text_table(result))
@@ -121,7 +161,7 @@ def cmd_accuracy(args) -> int:
     result = evaluate_backends(args.checkpoint, backends=args.backends, teacher=args.teacher, data_root=args.data_root,
                                split=args.split, split_file=args.split_file, protocols=args.protocols,
                                max_per_dataset=args.max_per_dataset, threads=args.threads, onnx_dir=args.onnx_dir,
-                               out=args.output)
+                               out=args.output, calibration_images=args.calibration_images)
     for label, per_ds in result["summary"].items():
         cells = ", ".join(f"{p} Dice {100 * v['dice']:.2f} (n={v['n']})" for p, v in per_ds["all"].items())
         print(f"{label}: {cells}")
@@ -136,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     for ours in ("kdsam_bench", "kdsam_core", "kdsam_train"):
         logging.getLogger(ours).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return {"run": cmd_run, "export": cmd_export, "accuracy": cmd_accuracy}[args.command](args)
+        return {"run": cmd_run, "report": cmd_report, "export": cmd_export,
+                "accuracy": cmd_accuracy}[args.command](args)
     except KDSAMError as e:
         print(f"kdsam-bench: error: {e}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ class PeakRSS:
         self.start = self.peak = 0.0
         self._stop = threading.Event()
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.start = self.peak = rss_mb()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -193,7 +194,6 @@ def measure_row(spec: RowSpec) -> dict:
     clicks = [click + rng.normal(0, 10, size=(1, 2)).astype(np.float32) for _ in range(spec.decoder_repeats + 3)]
     it = iter(clicks)
     click_ms = timed(lambda: predictor.predict(np.clip(next(it), 0, 511), np.array([1])), 3, spec.decoder_repeats)
-    del predictor
 
     n_params = model.num_parameters()
     row = {"label": spec.label, "spec": asdict(spec), "model": spec.model, "img_size": model.img_size,
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for ours in ("kdsam_core", "kdsam_bench"):  # the quantiser logs every tensor at INFO on the root
         logging.getLogger(ours).setLevel(logging.INFO)
-    spec = RowSpec(**json.loads(open(argv[0]).read()))
+    spec = RowSpec(**json.loads(Path(argv[0]).read_text()))
     row = measure_row(spec)
     with open(argv[1], "w") as f:
         json.dump(row, f, indent=1)

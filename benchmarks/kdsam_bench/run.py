@@ -11,9 +11,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -151,7 +151,7 @@ def run_row(spec: RowSpec, *, isolate: bool = True, timeout: float | None = None
 def run_plan(plan: list[RowSpec], *, isolate: bool = True,
              progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Measure every row; returns the result dict (machine, rows, ratios to the student)."""
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     result = {"started_utc": started.isoformat(timespec="seconds"), "machine": machine_info(),
               "git_commit": git_commit(), "load_average_start": load_average(), "rows": []}
     for i, spec in enumerate(plan):
@@ -161,7 +161,7 @@ def run_plan(plan: list[RowSpec], *, isolate: bool = True,
         if progress is not None:
             progress(i + 1, len(plan), row)
     result["load_average_end"] = load_average()
-    result["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    result["finished_utc"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     add_ratios(result)
     return result
 
