@@ -81,6 +81,8 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
                       calibration_images: int = 16, progress=None) -> dict:
     """Evaluate ``checkpoint`` on each backend (and ``teacher`` on torch); write ``out`` (.json + .md).
 
+    ``checkpoint``: a KD SAM ``.safetensors`` or a registry name (``lite_medsam``: its bundled weights).
+
     The int8 encoder is calibrated on ``calibration_images`` images of ``calibration_split``
     (never the evaluated split); graphs go to ``onnx_dir`` (default: a new temporary folder).
     """
@@ -98,14 +100,16 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
     from kdsam_core.device import set_threads
     from kdsam_core.errors import KDSAMError
     from kdsam_core.fast import exported_folder, make_runner
-    from kdsam_core.model import load_model
+    from kdsam_core.model import build_model, load_model
 
     set_threads(threads)
     cpu = torch.device("cpu")
     cfg = EvalConfig(data_root=data_root, split_file=split_file or DEFAULT_SPLIT_FILE, split=split,
                      protocols=list(protocols), max_per_dataset=max_per_dataset, out=out or "", device="cpu",
                      threads=threads or 0)
-    base = load_model(checkpoint).eval()
+    registry = not str(checkpoint).endswith(".safetensors")  # e.g. lite_medsam with its bundled weights
+    base = (build_model(checkpoint) if registry else load_model(checkpoint)).eval()
+    name = getattr(base, "name", "kdsam")
     all_samples = discover(cfg.data_root)
     splits = read_splits(cfg.split_file)
     calib_ids: list[str] = []
@@ -115,7 +119,7 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
         exported_folder(base, onnx_dir, int8="onnx-int8" in backends, calibration=cal or None)
     models = []
     for backend in backends:
-        label = f"{getattr(base, 'name', 'kdsam')}@{base.img_size}/{backend}"
+        label = f"{name}@{base.img_size}/{backend}" if name.startswith("kdsam") else f"{name}/{backend}"
         m = EvalModel(f"{label}={checkpoint}", cpu)
         m.model = BackendModel(m.model, make_runner(m.model, backend, folder=onnx_dir, threads=threads))
         m.source = f"{checkpoint} on {backend}"

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-int8", action="store_true", help="fp32 graphs only")
 
     a = sub.add_parser("accuracy", help="Dice per backend on a split, in kdsam-train's evaluation format")
-    a.add_argument("--checkpoint", "-c", required=True, help="trained student .safetensors")
+    a.add_argument("--checkpoint", "-c", required=True,
+                   help="trained student .safetensors, or a registry name with bundled weights (lite_medsam)")
     a.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-int8"])
     a.add_argument("--teacher", default=None, help="also evaluate this registry model on torch, e.g. lite_medsam")
     a.add_argument("--data-root", default="../shared/data")
