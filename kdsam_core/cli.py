@@ -89,6 +89,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="registry name: kdsam (default), sam_vit_h/l/b (needs --checkpoint), lite_medsam")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
+                   help="engine: torch (default), or the fast CPU path through onnxruntime, fp32 or int8 "
+                        "(graphs exported on first use; see kdsam_core/fast.py)")
 
 
 def load_predictor(args):
@@ -106,7 +109,7 @@ def load_predictor(args):
         if name.startswith("sam_vit") and ckpt is None:
             raise KDSAMError(f"{name} needs its official checkpoint: pass --checkpoint sam_{name[4:]}_....pth")
         model = build_model(name, ckpt)
-    return KDSAMPredictor(model, device=args.device, threads=args.threads)
+    return KDSAMPredictor(model, device=args.device, threads=args.threads, backend=args.backend)
 
 
 def cmd_segment(args) -> int:

@@ -116,3 +116,12 @@ def test_models_lists_parameter_counts(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[1].split()[0] == "kdsam_tiny" and out[2].split()[-1] == "9.79M"
     assert main(["models", "nope"]) == 2
+
+
+def test_onnx_backend_from_the_command_line(tmp_path, ckpt, monkeypatch, capsys):
+    monkeypatch.setenv("KDSAM_ONNX_DIR", str(tmp_path / "onnx"))
+    out = tmp_path / "m.png"
+    rc = main(["segment", str(SAMPLES / "CT_small.dcm"), "-p", "60,60", "-o", str(out), "-c", ckpt,
+               "--backend", "onnx"])
+    assert rc == 0 and out.exists()
+    assert any((tmp_path / "onnx").rglob("*.onnx"))
