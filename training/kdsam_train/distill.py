@@ -98,6 +98,23 @@ class DistillBatches:
         return torch.cat(xs), torch.stack(ts), torch.from_numpy(np.stack(boxes))
 
 
+@torch.no_grad()
+def init_output_affine(encoder: torch.nn.Module, cache: EmbeddingCache, keys: list[str]) -> bool:
+    """Set the affine of the encoder's last channel LayerNorm to the teacher embeddings'
+    per-channel mean and std (over ``keys``). The student then starts at the teacher's
+    scale instead of unit variance (the teacher's values are ~10x smaller), which the
+    MSE would otherwise spend hundreds of steps on. Returns False if there is no such layer."""
+    from segment_anything.modeling.common import LayerNorm2d
+
+    norms = [m for m in encoder.modules() if isinstance(m, LayerNorm2d)]
+    if not norms or not keys:
+        return False
+    t = torch.stack([cache.get(k).float() for k in keys])  # (N, C, H, W)
+    norms[-1].weight.copy_(t.std(dim=(0, 2, 3)))
+    norms[-1].bias.copy_(t.mean(dim=(0, 2, 3)))
+    return True
+
+
 def run_distill(cfg: DistillConfig) -> Path:
     """Train; returns the exported ``student_phase1.safetensors``."""
     device, rank, world = R.setup(cfg.device, cfg.threads, cfg.seed)
@@ -123,6 +140,7 @@ def run_distill(cfg: DistillConfig) -> Path:
         encoder = student.image_encoder.to(device).train()
         opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = 0
+        init_output_affine(encoder, cache, [cache_key(s.id, c) for s, c in data.items[:64]])
         state = R.load_state(run / "train_state.pt")
         if state is not None:
             encoder.load_state_dict(state["encoder"])
