@@ -282,7 +282,8 @@ class OnnxModel:
         for i in range(n):
             feed = {"image_embeddings": emb[i:i + 1] if emb.shape[0] == n else emb[:1],
                     "point_coords": coords[i:i + 1], "point_labels": labels[i:i + 1],
-                    "mask_input": masks[i:i + 1] if masks is not None else np.zeros((1, 1, 4 * h, 4 * w), np.float32),
+                    "mask_input": (np.zeros((1, 1, 4 * h, 4 * w), np.float32) if masks is None
+                                   else masks[i:i + 1] if masks.shape[0] == n else masks[:1]),
                     "has_mask_input": np.array([1.0 if masks is not None else 0.0], np.float32)}
             low, iou = self.decoder.run(None, feed)
             lows.append(low)

@@ -86,6 +86,7 @@ def _dice_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dice-map", nargs="+", default=[], metavar="LABEL=ROW",
                    help="map evaluation labels to rows, e.g. student=kdsam@256/torch teacher=lite_medsam/torch")
     p.add_argument("--dice-protocol", default="click", help="evaluation protocol for the Dice column (default click)")
+    p.add_argument("--note", action="append", default=[], help="a sentence for the markdown (e.g. what else ran)")
 
 
 def _add_dice(result: dict, args) -> None:
@@ -97,6 +98,7 @@ def _add_dice(result: dict, args) -> None:
             raise KDSAMError(f"--dice-map takes LABEL=ROW, not {m!r}")
         k, v = m.split("=", 1)
         mapping[k] = v
+    result.setdefault("notes", []).extend(n for n in args.note if n not in result.get("notes", []))
     for path in args.accuracy:
         if not Path(path).exists():
             raise KDSAMError(f"no evaluation file {path}")

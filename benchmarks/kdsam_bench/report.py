@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-COLUMNS = ("row", "params M", "enc GFLOPs", "encoder ms", "x student", "decoder ms", "click-to-mask ms",
-           "enc peak MB", "Dice")
+COLUMNS = ("row", "params M", "enc GFLOPs", "encoder ms", "enc min ms", "x student", "decoder ms",
+           "click-to-mask ms", "enc peak MB", "Dice")
 
 
 def _fmt_ms(v: float | None) -> str:
@@ -28,7 +28,7 @@ def table_rows(result: dict) -> list[list[str]]:
         dice = r.get("dice")
         out.append([
             r["label"], f"{r['params']['total'] / 1e6:.1f}", "-" if flops is None else f"{flops / 1e9:.1f}",
-            _fmt_ms(r["encoder_ms"]["median"]) + f" (n={r['encoder_ms']['n']})",
+            _fmt_ms(r["encoder_ms"]["median"]) + f" (n={r['encoder_ms']['n']})", _fmt_ms(r["encoder_ms"]["min"]),
             "-" if ratio is None else f"{ratio:.2f}x", _fmt_ms(r["decoder_ms"]["median"]),
             _fmt_ms(r["click_ms"]["median"]), f"{r['encoder_peak_mb']:.0f}",
             "-" if not dice else f"{100 * dice['dice']:.2f}",
@@ -113,10 +113,17 @@ def targets_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def row_threads(result: dict) -> str:
+    """The thread counts the rows ran with (torch intra-op; onnxruntime got the same)."""
+    got = sorted({r.get("torch_threads") for r in result["rows"] if r.get("torch_threads")})
+    return "/".join(str(t) for t in got) or str(result["machine"].get("torch_threads"))
+
+
 def machine_line(result: dict) -> str:
     m = result["machine"]
     return (f"{m['cpu']}, {m['logical_cpus']} logical CPUs ({', '.join(m['isa'])}), {m['memory_gb']} GiB; "
-            f"torch {m['torch']} with {m['torch_threads']} threads, onnxruntime {m['onnxruntime']}, "
+            f"torch {m['torch']} and onnxruntime {m['onnxruntime']} with {row_threads(result)} thread(s) per row "
+            f"(torch's default here: {m['torch_threads']}), "
             f"Python {m['python']}; load average (1, 5, 15 min) {result.get('load_average_start')} at the start, "
             f"{result.get('load_average_end')} at the end")
 
@@ -126,7 +133,9 @@ def markdown(result: dict, command: str | None = None) -> str:
              f"Machine: {machine_line(result)}. Commit {result.get('git_commit')}.\n"]
     if command:
         parts.append(f"Command: `{command}`\n")
-    parts += ["Latencies are medians of the timed calls (n per row in the encoder column). `x student`: this row's "
+    for note in result.get("notes", []):
+        parts.append(f"Note: {note}\n")
+    parts += ["Latencies are medians of the timed calls (n per row in the encoder column; `enc min` the fastest). `x student`: this row's "
               "encoder latency over the torch student's at the same input size. Click-to-mask: one click through "
               "`KDSAMPredictor.predict` with the embedding cached, to a 512 x 512 mask. Peak MB: resident memory "
               "the encoder forward adds on top of the loaded model (sampled RSS). FLOPs = 2 x MACs, one image. "
@@ -160,7 +169,8 @@ def plot(result: dict, path: str | Path) -> Path:
             ax.text(r[key]["median"], i, " " + _fmt_ms(r[key]["median"]), va="center", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
     m = result["machine"]
-    fig.suptitle(f"kdsam-bench on {m['cpu']} ({m['torch_threads']} threads), torch {m['torch']}; "
+    fig.suptitle(f"kdsam-bench on {m['cpu']} ({m['logical_cpus']} CPUs, {row_threads(result)} thread(s) per row), "
+                 f"torch {m['torch']}; "
                  f"load {result.get('load_average_start')}", fontsize=10)
     fig.tight_layout()
     path = Path(path)
