@@ -99,7 +99,7 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
 
     from kdsam_core.device import set_threads
     from kdsam_core.errors import KDSAMError
-    from kdsam_core.fast import exported_folder, make_runner
+    from kdsam_core.fast import INT8_ENCODER_OPS, exported_folder, make_runner
     from kdsam_core.model import build_model, load_model
 
     set_threads(threads)
@@ -143,7 +143,9 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
     result = {"split": split, "split_file": str(cfg.split_file), "data_root": str(data_root),
               "models": {m.label: m.source for m in models}, "protocols": list(protocols),
               "max_per_dataset": max_per_dataset, "skipped": skips.summary(),
-              "int8_calibration": {"split": calibration_split, "images": calib_ids}, "summary": summarise(rows),
+              "int8_calibration": {"split": calibration_split, "images": calib_ids,
+                                   "encoder_ops": list(INT8_ENCODER_OPS), "decoder": "dynamic MatMul/Gemm"},
+              "summary": summarise(rows),
               "paired_vs_torch": paired_differences(rows, labels[0]) if backends and backends[0] == "torch" else {},
               "per_image": rows}
     if out:
