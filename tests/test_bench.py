@@ -163,3 +163,14 @@ def test_paired_differences():
             for m, i, d in [("t", "a", 0.9), ("t", "b", 0.8), ("q", "a", 0.88), ("q", "b", 0.8)]]
     d = paired_differences(rows, "t")["q"]["click"]
     assert d["n"] == 2 and d["mean_points"] == pytest.approx(-1.0) and d["worst_points"] == pytest.approx(-2.0)
+
+
+def test_bench_user_errors_are_one_line(tmp_path, capsys):
+    from kdsam_bench.cli import main
+
+    assert main(["run", "--models", "kdsam", "--backends", "tpu", "-o", str(tmp_path / "x")]) == 2
+    assert main(["run", "--models", "sam_vit_x", "-o", str(tmp_path / "x")]) == 2
+    assert main(["report", str(tmp_path / "missing.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("kdsam-bench: error:") == 3 and "Traceback" not in err
+    assert not (tmp_path / "x.json").exists()

@@ -35,6 +35,13 @@ def build_plan(models=DEFAULT_MODELS, sizes=STUDENT_SIZES, backends=DEFAULT_BACK
     ``student_checkpoint`` replaces the random student at the checkpoint's own size (its weights
     matter only to the accuracy column and to int8 calibration, not to timing).
     """
+    from kdsam_core.errors import KDSAMError
+    from kdsam_core.fast import check_backend
+
+    for b in backends:
+        check_backend(b)
+    if any(int(s) < 32 or int(s) % 32 for s in sizes):
+        raise KDSAMError(f"student sizes must be positive multiples of 32 (256, 512, 1024), not {list(sizes)}")
     plan = []
     for name in models:
         if name in ("kdsam", "kdsam_tiny"):
@@ -52,7 +59,7 @@ def build_plan(models=DEFAULT_MODELS, sizes=STUDENT_SIZES, backends=DEFAULT_BACK
                                 repeats=vit_repeats if vit else repeats, decoder_repeats=decoder_repeats,
                                 threads=threads, flops=flops))
         else:
-            raise ValueError(f"unknown model {name!r}: choose from kdsam, kdsam_tiny, {', '.join(FIXED_SIZE)}")
+            raise KDSAMError(f"unknown model {name!r}: choose from kdsam, kdsam_tiny, {', '.join(FIXED_SIZE)}")
     return plan
 
 
