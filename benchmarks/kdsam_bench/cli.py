@@ -85,7 +85,8 @@ def _dice_args(p: argparse.ArgumentParser) -> None:
                    help="evaluation JSON (kdsam-bench accuracy or kdsam-train evaluate) for the Dice column")
     p.add_argument("--dice-map", nargs="+", default=[], metavar="LABEL=ROW",
                    help="map evaluation labels to rows, e.g. student=kdsam@256/torch teacher=lite_medsam/torch")
-    p.add_argument("--dice-protocol", default="click", help="evaluation protocol for the Dice column (default click)")
+    p.add_argument("--dice-protocol", nargs="+", default=["click"],
+                   help="evaluation protocols, a Dice column each (default click; e.g. box click)")
     p.add_argument("--note", action="append", default=[], help="a sentence for the markdown (e.g. what else ran)")
 
 
@@ -102,7 +103,7 @@ def _add_dice(result: dict, args) -> None:
     for path in args.accuracy:
         if not Path(path).exists():
             raise KDSAMError(f"no evaluation file {path}")
-        n = attach_dice(result, json.loads(Path(path).read_text()), mapping, protocol=args.dice_protocol)
+        n = attach_dice(result, json.loads(Path(path).read_text()), mapping, protocols=args.dice_protocol)
         log.info("%s: Dice on %d rows", path, n)
     add_ratios(result)
 

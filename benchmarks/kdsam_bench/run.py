@@ -194,25 +194,28 @@ def add_ratios(result: dict) -> None:
 
 
 def attach_dice(result: dict, accuracy: dict, mapping: dict[str, str] | None = None, *,
-                protocol: str = "click") -> int:
-    """Put the ``protocol`` Dice of an evaluation summary on the rows it names.
+                protocols: tuple[str, ...] | list[str] = ("click",)) -> int:
+    """Put the Dice of an evaluation summary, per protocol, on the rows it names (``row["dice"][protocol]``).
 
     ``accuracy`` is an evaluation result (``kdsam-bench accuracy`` or ``kdsam-train evaluate``):
     ``summary[label]["all"][protocol]["dice"]``. Its labels are row labels
     (``kdsam@256/onnx-int8``) or are mapped to them by ``mapping`` (``{"student": "kdsam@256/torch"}``).
-    Returns the number of rows given a Dice.
+    Returns the number of (row, protocol) cells filled.
     """
     mapping = mapping or {}
     by_label = {r["label"]: r for r in result["rows"]}
     n = 0
     for label, per_ds in accuracy.get("summary", {}).items():
         row = by_label.get(mapping.get(label, label))
-        cell = per_ds.get("all", {}).get(protocol)
-        if row is None or cell is None:
+        if row is None:
             continue
-        row["dice"] = {"protocol": protocol, "dice": cell["dice"], "n": cell["n"],
-                       "split": accuracy.get("split"), "source_label": label}
-        n += 1
-    result.setdefault("accuracy", []).append({"split": accuracy.get("split"), "protocol": protocol,
-                                              "models": accuracy.get("models"), "rows_with_dice": n})
+        for protocol in protocols:
+            cell = per_ds.get("all", {}).get(protocol)
+            if cell is None:
+                continue
+            row.setdefault("dice", {})[protocol] = {"dice": cell["dice"], "n": cell["n"],
+                                                    "split": accuracy.get("split"), "source_label": label}
+            n += 1
+    result.setdefault("accuracy", []).append({"split": accuracy.get("split"), "protocols": list(protocols),
+                                              "models": accuracy.get("models"), "cells_with_dice": n})
     return n
