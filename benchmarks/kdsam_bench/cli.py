@@ -132,8 +132,8 @@ def cmd_run(args) -> int:
                       student_config={"neck": args.neck} if args.neck else None, flops=not args.no_flops)
 
     def progress(done: int, total: int, row: dict) -> None:
-        msg = row.get("error", "").splitlines()[-1:] or [f"encoder {row['encoder_ms']['median']:.1f} ms, "
-                                                         f"click {row['click_ms']['median']:.1f} ms"]
+        msg = row.get("error", "").splitlines()[-1:] or [(f"encoder {row['encoder_ms']['median']:.1f} ms, "
+                                                          f"click {row['click_ms']['median']:.1f} ms")]
         log.info("[%d/%d] %s: %s (%.0f s)", done, total, row["label"], msg[0], row.get("wall_s", 0))
 
     result = run_plan(plan, isolate=not args.in_process, progress=progress)

@@ -150,11 +150,11 @@ def markdown(result: dict, command: str | None = None) -> str:
         parts.append(f"Command: `{command}`\n")
     for note in result.get("notes", []):
         parts.append(f"Note: {note}\n")
-    parts += ["Latencies are medians of the timed calls (n per row in the encoder column; `enc min` the fastest). `x student`: this row's "
+    parts += [("Latencies are medians of the timed calls (n per row in the encoder column; `enc min` the fastest). `x student`: this row's "
               "encoder latency over the torch student's at the same input size. Click-to-mask: one click through "
               "`KDSAMPredictor.predict` with the embedding cached, to a 512 x 512 mask. Peak MB: resident memory "
               "the encoder forward adds on top of the loaded model (sampled RSS). FLOPs = 2 x MACs, one image. "
-              "Dice: mean over the split, in points (x100).\n", markdown_table(result), "\n## Targets\n",
+              "Dice: mean over the split, in points (x100).\n"), markdown_table(result), "\n## Targets\n",
              targets_markdown(result)]
     return "\n".join(parts)
 

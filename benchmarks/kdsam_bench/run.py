@@ -122,7 +122,7 @@ def load_average() -> list[float] | None:
 def git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or None
+                              cwd=Path(__file__).resolve().parent, timeout=10, check=False).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -142,7 +142,7 @@ def run_row(spec: RowSpec, *, isolate: bool = True, timeout: float | None = None
             env = dict(os.environ)
             env.setdefault("PYTHONWARNINGS", "ignore")
             proc = subprocess.run([sys.executable, "-m", "kdsam_bench.measure", str(spec_path), str(out_path)],
-                                  env=env, timeout=timeout, capture_output=True, text=True)
+                                  env=env, timeout=timeout, capture_output=True, text=True, check=False)
             if proc.returncode != 0 or not out_path.exists():
                 tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
                 log.error("row %s failed (exit %s):\n%s", spec.label, proc.returncode, tail)
