@@ -424,3 +424,11 @@ def test_export_training_data(env, tmp_path):
     masks = sorted((tmp_path / "slicer_export" / "masks").glob("*.png"))
     assert [p.name for p in images] == [p.name for p in masks] == ["exp_vol_liver_0001.png", "exp_vol_liver_0004.png"]
     assert (np.array(Image.open(masks[0])) > 0).sum() == m.sum()
+
+
+def test_fast_cpu_path_is_one_device_choice(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("KDSAM_ONNX_DIR", str(tmp_path))
+    fresh = KDSAMLogic(env["scene"])
+    fresh.load_model("kdsam_tiny", device="cpu-onnx", threads=1)
+    assert fresh.predictor.backend == "onnx" and fresh.predictor.device.type == "cpu"
+    assert any(tmp_path.rglob("*.onnx"))

@@ -97,7 +97,7 @@ class KDSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             MODEL_CHOICES = {}
         for key, (label, _) in MODEL_CHOICES.items():
             self.ui.modelComboBox.addItem(label, key)
-        for device in ("auto", "cpu", "cuda"):
+        for device in ("auto", "cpu", "cuda", "cpu-onnx", "cpu-onnx-int8"):  # cpu-onnx*: kdsam_core.fast
             self.ui.deviceComboBox.addItem(device)
         for direction in ("both", "forward", "backward"):
             self.ui.directionComboBox.addItem(direction)

@@ -108,12 +108,19 @@ class KDSAMLogic:
     # ------------------------------------------------------------------ model
     def load_model(self, choice: str = "default", checkpoint: str | None = None, *, device: str = "auto",
                    threads: int | None = None, module_dir: str | None = None) -> str:
-        """Load a model and make it current; returns a one-line description (name, file, device, metrics)."""
+        """Load a model and make it current; returns a one-line description (name, file, device, metrics).
+
+        ``device`` is auto / cpu / cuda, or ``cpu-onnx`` / ``cpu-onnx-int8`` for the fast CPU path
+        (kdsam_core.fast: onnxruntime, fp32 or int8; graphs exported on first use).
+        """
         model = build_choice(choice, checkpoint, module_dir=module_dir)
         from kdsam_core.predictor import KDSAMPredictor
 
+        backend = "torch"
+        if device.startswith("cpu-onnx"):
+            device, backend = "cpu", device[len("cpu-"):]
         try:
-            predictor = KDSAMPredictor(model, device=device, threads=threads)
+            predictor = KDSAMPredictor(model, device=device, threads=threads, backend=backend)
         except ValueError as e:  # an unavailable device
             raise KDSAMError(str(e)) from None
         with self.lock:
