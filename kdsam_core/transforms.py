@@ -54,7 +54,7 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 def preprocess(image: np.ndarray, pre: Preprocess) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, S, S) float tensor in the model's input convention."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)[None].float()
     h, w = resized_shape(image.shape[0], image.shape[1], pre.img_size)
     x = F.interpolate(x, size=(h, w), mode=pre.interpolation, align_corners=False, antialias=True)
     if pre.scaling == "minmax":
