@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mask file: .nii.gz / .nrrd / .mha (3D, source geometry), .png (the slice), .dcm (DICOM SEG)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     s.add_argument("--multimask", choices=("best", "0", "1", "2"), default="best",
-                   help="which of the three candidate masks to keep (default: highest predicted IoU)")
+                   help="best (default): one mask for a box or several clicks, the best-scored of three for one "
+                        "click; 0, 1 or 2: that one of the three candidates")
     _model_args(s)
 
     i = sub.add_parser("info", help="describe a checkpoint")
@@ -138,7 +139,8 @@ def cmd_segment(args) -> int:
     t1 = time.perf_counter()
     coords = np.array([p[:2] for p in args.point], dtype=np.float32).reshape(-1, 2) if args.point else None
     labels = np.array([p[2] for p in args.point]) if args.point else None
-    pred = predictor.predict(point_coords=coords, point_labels=labels, box=args.box, multimask_output=True)
+    pred = predictor.predict(point_coords=coords, point_labels=labels, box=args.box,
+                             multimask_output=None if args.multimask == "best" else True)
     mask = pred.best() if args.multimask == "best" else pred.masks[int(args.multimask)]
     t2 = time.perf_counter()
     print(f"slice {k} (axis {args.axis}): encoder {t1 - t0:.2f} s, prompt-to-mask {1000 * (t2 - t1):.0f} ms, "

@@ -19,6 +19,7 @@ from .cache import EmbeddingCache, content_key
 from .device import pick_device, set_threads
 from .errors import InputError
 from .model.promptable import PromptableSAM
+from .prompts import auto_multimask
 from .transforms import boxes_to_model, coords_to_model, postprocess_masks, preprocess, to_rgb_uint8
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class KDSAMPredictor:
         point_labels: np.ndarray | None = None,
         box: np.ndarray | None = None,
         mask_input: np.ndarray | None = None,
-        multimask_output: bool = True,
+        multimask_output: bool | None = None,
     ) -> Prediction:
         """Masks for prompts on the current slice.
 
@@ -165,7 +166,8 @@ class KDSAMPredictor:
             point_coords: (N, 2) (x, y) pixels; point_labels: (N,) 1 foreground, 0 background.
             box: (4,) (x0, y0, x1, y1) pixels.
             mask_input: (1, h, w) or (h, w) low-res logits from a previous ``predict``.
-            multimask_output: 3 candidate masks (ambiguous prompts) or 1.
+            multimask_output: 3 candidate masks or 1; None (default) follows
+                :func:`auto_multimask`: 3 for one click alone, else 1.
         Returns:
             :class:`Prediction` with masks (M, H, W) bool, scores (M,), low_res_logits (M, h, w).
         """
@@ -209,6 +211,8 @@ class KDSAMPredictor:
             masks = torch.as_tensor(m, device=self.device)
         if points is None and boxes is None and masks is None:
             raise InputError("give at least one prompt: a point, a box or a mask")
+        if multimask_output is None:
+            multimask_output = auto_multimask(0 if points is None else points[0].shape[1], boxes is not None)
         return self._decode(points, boxes, masks, multimask_output)
 
     @torch.inference_mode()

@@ -37,3 +37,12 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         return np.asarray(mask, dtype=bool)
     sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
     return lab == (int(np.argmax(sizes)) + 1)
+
+
+def auto_multimask(n_points: int, has_box: bool) -> bool:
+    """SAM's advice: ask for 3 candidates only when the prompt is ambiguous, one click alone.
+
+    With a box or several clicks a single mask is better; the IoU head that ranks the 3
+    candidates was trained (by SAM, LiteMedSAM and our phase 2) for the ambiguous case.
+    """
+    return n_points == 1 and not has_box

@@ -26,7 +26,7 @@ def test_prompts_map_to_predictor_arguments():
     np.testing.assert_array_equal(a["point_labels"], [1, 0])
     assert a["box"] is None and not p.multimask()
     b = Prompts().with_box(9, 8, 2, 3)
-    assert b.box == (2, 3, 9, 8) and b.multimask()
+    assert b.box == (2, 3, 9, 8) and not b.multimask()  # a box is not ambiguous: one mask
     assert Prompts.from_dict(p.with_box(0, 0, 4, 4).to_dict()) == p.with_box(0, 0, 4, 4)
 
 

@@ -136,3 +136,12 @@ def test_disk_cache_is_reused_only_for_the_same_image_and_model(tmp_path, tiny_m
     assert p3.set_image(img) is True  # other weights: never reused
     files[0].write_bytes(b"damaged")
     assert KDSAMPredictor(tiny_model, device="cpu", disk_cache=tmp_path).set_image(img) is True
+
+
+def test_candidates_only_for_an_ambiguous_prompt(tiny_model):
+    p = KDSAMPredictor(tiny_model, device="cpu")
+    p.set_image(np.zeros((40, 40), np.uint8))
+    assert p.predict([[5, 5]], [1]).masks.shape[0] == 3  # one click alone
+    assert p.predict([[5, 5], [9, 9]], [1, 0]).masks.shape[0] == 1
+    assert p.predict(box=[1, 1, 20, 20]).masks.shape[0] == 1
+    assert p.predict(box=[1, 1, 20, 20], multimask_output=True).masks.shape[0] == 3  # asked explicitly

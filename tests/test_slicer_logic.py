@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "KDSAMExtension" / 
 import vtk  # noqa: E402
 from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 
-from kdsam_core.errors import KDSAMError  # noqa: E402
+from kdsam_core.errors import InputError, KDSAMError  # noqa: E402
 from KDSAMLib import coords  # noqa: E402
 from KDSAMLib.logic import KDSAMLogic, build_choice  # noqa: E402
 
@@ -201,18 +201,20 @@ def test_prompt_creates_segment_and_undo_redo(env):
     seg2, result = logic.segment(vol, seg, None, 2, 3, positive=pos)
     assert seg2 is seg and result.segment_id != own and result.slice_index == 3
     assert seg.GetSegmentation().GetNumberOfSegments() == 2
-    assert len(result.scores) == 3 and 0 <= result.chosen < 3
+    assert len(result.scores) == 3 and 0 <= result.chosen < 3  # one click alone: three candidates
+    depth = len(logic.undo_stack)
+    area = logic.choose_mask((result.chosen + 1) % 3)  # choosing another candidate amends the step
+    assert len(logic.undo_stack) == depth
     first = logic.read_slice_mask(seg, result.segment_id, vol, 2, 3)
-    assert first.sum() == result.area
+    assert first.sum() == area
 
-    # a second click refines: a new undo step; choosing another candidate amends it
+    # a second click refines: a new undo step, one mask (the prompt is no longer ambiguous)
     neg = points(scene, [coords.ijk_to_ras(vol, (2, 2, 3))], name="neg")
     _, r2 = logic.segment(vol, seg, result.segment_id, 2, 3, positive=pos, negative=neg)
-    assert len(logic.undo_stack) >= 2
-    depth = len(logic.undo_stack)
-    area = logic.choose_mask((r2.chosen + 1) % 3)
-    assert len(logic.undo_stack) == depth
-    assert logic.read_slice_mask(seg, r2.segment_id, vol, 2, 3).sum() == area
+    assert len(logic.undo_stack) == depth + 1 and len(r2.scores) == 1
+    assert logic.read_slice_mask(seg, r2.segment_id, vol, 2, 3).sum() == r2.area
+    with pytest.raises(InputError, match="between 1 and 1"):
+        logic.choose_mask(2)
 
     assert logic.undo() is not None
     np.testing.assert_array_equal(logic.read_slice_mask(seg, result.segment_id, vol, 2, 3), first)

@@ -279,12 +279,13 @@ def test_click_segments_after_background_encoding_then_undo(panel):
     seg = h.ui.segmentSelector.currentNode()
     assert seg is not None and h.ui.segmentSelector.currentSegmentID()
     assert h.ui.statusLabel.text.startswith("Slice 3:"), h.ui.statusLabel.text
-    assert h.ui.mask1Button.enabled and h.ui.undoButton.enabled
-    # a second click on the same slice decodes at once, no encoding job
-    positive.AddControlPoint(*coords.ijk_to_ras(h.volume, (14, 11, 3)))
-    assert h.widget._job is None and h.ui.statusLabel.text.startswith("Slice 3:")
+    assert h.ui.mask1Button.enabled and h.ui.undoButton.enabled  # one click: three candidates
     h.ui.mask2Button.click()
     assert h.ui.mask2Button.checked and h.ui.statusLabel.text.startswith("Mask 2:")
+    # a second click on the same slice decodes at once, no encoding job; one mask, no candidates
+    positive.AddControlPoint(*coords.ijk_to_ras(h.volume, (14, 11, 3)))
+    assert h.widget._job is None and h.ui.statusLabel.text.startswith("Slice 3:")
+    assert h.ui.mask1Button.enabled and not h.ui.mask2Button.enabled
     h.ui.undoButton.click()
     assert h.ui.statusLabel.text.startswith("Undo:") and h.ui.redoButton.enabled
     h.ui.clearPointsButton.click()

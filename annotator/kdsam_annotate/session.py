@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kdsam_core.errors import InputError
+from kdsam_core.prompts import auto_multimask
 
 PALETTE = [(255, 64, 64), (64, 200, 255), (255, 210, 0), (80, 220, 100), (200, 90, 255),
            (255, 140, 40), (0, 170, 170), (255, 105, 180), (160, 160, 255)]
@@ -57,8 +58,8 @@ class Prompts:
         return out
 
     def multimask(self) -> bool:
-        """Ask for 3 candidates when the prompt is ambiguous: one point alone, or a box alone."""
-        return (len(self.points) == 1 and self.box is None) or (not self.points and self.box is not None)
+        """Ask for 3 candidates only when the prompt is ambiguous (kdsam_core's policy: one click alone)."""
+        return auto_multimask(len(self.points), self.box is not None)
 
     def to_dict(self) -> dict:
         return {"points": [list(p) for p in self.points], "box": None if self.box is None else list(self.box)}
