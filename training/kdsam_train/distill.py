@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from kdsam_core.checkpoint import save_checkpoint
 from kdsam_core.errors import KDSAMError
 from kdsam_core.model.build import build_model, checkpoint_metadata
-from kdsam_core.transforms import boxes_to_model, preprocess, resized_shape
+from kdsam_core.transforms import boxes_to_model, preprocess
 
 from . import runtime as R
 from .config import DistillConfig, write_config
@@ -212,20 +212,9 @@ def _loop(cfg, model, encoder, opt, data, perceptual, device, rank, world, start
                        "lr": opt.param_groups[0]["lr"], "sec_per_step": round(time.time() - t0, 3),
                        "skipped": skips.total, "elapsed_s": round(time.time() - t_start, 1)})
         if step % cfg.ckpt_every == 0 or step == cfg.steps or stop:
-            _save(run, encoder, opt, step, skips, rank, world)
+            R.save_run_state(run / "train_state.pt", "encoder", encoder, opt, step, skips, rank=rank, world=world)
         if stop:
             log.info("time limit of %.1f min reached at step %d", cfg.max_minutes, step)
             break
     bar.close()
     return step
-
-
-def _save(run: Path, encoder, opt, step: int, skips: SkipLog, rank: int, world: int) -> None:
-    rng = R.rng_state()
-    if world > 1:
-        gathered = [None] * world
-        dist.all_gather_object(gathered, rng)
-        rng = gathered
-    if rank == 0:
-        R.save_state(run / "train_state.pt", {"encoder": encoder.state_dict(), "optimizer": opt.state_dict(),
-                                              "step": step, "rng": rng, "skips": dict(skips.counts)})

@@ -265,14 +265,7 @@ def _loop(cfg, student, opt, samples, targets, cache, scale, device, rank, world
                        "lr": opt.param_groups[0]["lr"], "sec_per_step": round(time.time() - t0, 3),
                        "skipped": skips.total, "elapsed_s": round(time.time() - t_start, 1)})
         if step % cfg.ckpt_every == 0 or step == cfg.steps or stop:
-            rng = R.rng_state()
-            if world > 1:
-                gathered = [None] * world
-                dist.all_gather_object(gathered, rng)
-                rng = gathered
-            if rank == 0:
-                R.save_state(run / "train_state.pt", {"model": student.state_dict(), "optimizer": opt.state_dict(),
-                                                      "step": step, "rng": rng, "skips": dict(skips.counts)})
+            R.save_run_state(run / "train_state.pt", "model", student, opt, step, skips, rank=rank, world=world)
         if stop:
             log.info("stopped at step %d", step)
             break

@@ -87,6 +87,24 @@ def save_state(path: str | os.PathLike, state: dict) -> None:
             os.unlink(tmp)
 
 
+def save_run_state(path: str | os.PathLike, weights_key: str, module, opt, step: int, skips, *,
+                   rank: int, world: int) -> None:
+    """Save a run's resumable state: weights, optimiser, step, the RNG state of every rank, skips.
+
+    All ranks must call it (the RNG states are gathered); rank 0 writes.
+    """
+    rng = rng_state()
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered = [None] * world
+        dist.all_gather_object(gathered, rng)
+        rng = gathered
+    if rank == 0:
+        save_state(path, {weights_key: module.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                          "rng": rng, "skips": dict(skips.counts)})
+
+
 def load_state(path: str | os.PathLike) -> dict | None:
     path = Path(path)
     if not path.is_file():
