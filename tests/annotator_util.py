@@ -120,8 +120,8 @@ class OraclePredictor:
     device = "cpu"
     last_decode_seconds = last_encode_seconds = 0.001
 
-    def __init__(self, gt: np.ndarray, on_predict=None) -> None:
-        self.gt, self.k, self.on_predict, self.keys = gt, None, on_predict, set()
+    def __init__(self, gt: np.ndarray, on_predict=None, axis: int = 0) -> None:
+        self.gt, self.k, self.on_predict, self.keys, self.axis = gt, None, on_predict, set(), axis
 
     def has_embedding(self, key) -> bool:
         return key in self.keys
@@ -134,7 +134,7 @@ class OraclePredictor:
     def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True, **_):
         if self.on_predict is not None:
             self.on_predict(self.k)
-        m = self.gt[self.k]
+        m = np.take(self.gt, self.k, axis=self.axis)
         return Prediction(masks=m[None].copy(), scores=np.ones(1, np.float32),
                           low_res_logits=np.zeros((1, 4, 4), np.float32))
 

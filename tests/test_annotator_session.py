@@ -42,11 +42,11 @@ def test_prediction_candidates_and_exact_undo_redo():
     assert s.undo() == "next candidate"
     np.testing.assert_array_equal(s.mask[1] == 1, _masks()[0])
     assert s.undo() == "segment"
-    assert not s.mask.any() and s.prompts_for(1).is_empty() and (1, 1) not in s.candidates
+    assert not s.mask.any() and s.prompts_for(1).is_empty() and (0, 1, 1) not in s.candidates
     assert s.undo() is None
     assert s.redo() == "segment" and s.redo() == "next candidate"
     np.testing.assert_array_equal(s.mask[1] == 1, _masks()[1])
-    assert s.candidates[(1, 1)].chosen == 1
+    assert s.candidates[(0, 1, 1)].chosen == 1 and s.candidates_for(1).chosen == 1
 
 
 def test_labels_do_not_erase_each_other_and_clear_one():
@@ -108,3 +108,36 @@ def test_autosave_beside_the_input_and_recovery(tmp_path):
     other = Autosave(src, Volume(array=np.zeros((3, 6, 8), np.int16)))
     a.write(s)
     assert other.find() is None  # an autosave of another grid is not offered
+
+
+def test_slicing_axes_share_one_mask_and_undo_across_axes():
+    s = Session((4, 6, 8))
+    with pytest.raises(InputError, match="axis must be 0"):
+        s.set_axis(3)
+    s.set_axis(1)  # slices (z, x): 6 of 4 x 8
+    assert s.num_slices == 6 and s.slice_shape == (4, 8)
+    m = np.zeros((1, 4, 8), bool)
+    m[0, 1:3, 2:6] = True
+    p = Prompts().with_point(3, 2, True)
+    s.apply_prediction(2, 1, p, m, np.ones(1))
+    expected = np.zeros((4, 6, 8), bool)
+    expected[1:3, 2, 2:6] = True
+    np.testing.assert_array_equal(s.mask == 1, expected)  # written into the (z, y, x) mask at y = 2
+    assert s.prompts_for(2) == p and s.prompts_for(2, axis=0).is_empty() and (1, 2, 1) in s.prompts
+    assert s.touched_slices() == [2] and s.touched_slices(axis=0) == [1, 2] and s.touched_slices(axis=2) == [2, 3, 4, 5]
+    with pytest.raises(InputError, match="do not fit"):
+        s.apply_prediction(0, 1, p, np.zeros((1, 6, 8), bool), np.ones(1))  # an axial-shaped mask
+    s.set_axis(2)  # edits on another axis, then undo everything from here
+    s.apply_masks(1, {4: np.ones((4, 6), bool)})
+    assert (s.mask[:, :, 4] == 1).all()
+    state = s.state()
+    r = Session.from_state(json.loads(json.dumps(state)), s.mask.copy())
+    assert r.axis == 2 and r.prompts == s.prompts
+    s.undo()
+    s.undo()
+    assert not s.mask.any() and s.axis == 2 and s.prompts_for(2, axis=1).is_empty()
+    s.redo()
+    np.testing.assert_array_equal(s.mask == 1, expected)
+    old = {k: v for k, v in state.items() if k != "axis"}  # a state saved before slicing axes existed
+    old["prompts"] = [{k: v for k, v in d.items() if k != "axis"} for d in state["prompts"]]
+    assert Session.from_state(old, s.mask.copy()).axis == 0

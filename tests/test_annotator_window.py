@@ -96,7 +96,7 @@ def test_slices_wheel_window_level_and_zoom(window, tmp_path):
                                            Qt.NoButton, Qt.NoModifier, Qt.NoScrollPhase, False))
     assert window.index == 3  # a wheel notch down: the previous slice
     window.slider.setValue(1)
-    assert window.index == 1 and window.slice_label.text() == "2 / 6"
+    assert window.index == 1 and window.slice_label.text() == "z 2 / 6"
     window.width_box.setValue(100.0)
     assert window.width == 100.0
     window.reset_window()
@@ -166,3 +166,39 @@ def test_help_lists_every_action_with_a_shortcut(window):
     keys = [table.item(r, 0).text() for r in range(table.rowCount())]
     for spec in ACTIONS:
         assert " or ".join(spec.shortcuts) in keys
+
+
+def test_slicing_along_y_and_x_with_true_aspect(window, tmp_path, messages, disk_image):
+    window.open_path(_nifti(tmp_path, n=8))  # (z, y, x) = (8, 40, 50), spacing (x, y, z) = (0.8, 0.6, 2.5)
+    assert window.axis_combo.isEnabled() and window.axis == 0
+    gt = np.zeros((8, 40, 50), bool)
+    gt[1:7, 12:28, 18:32] = True
+    key(window, "X")  # slice along y: images of (z, x)
+    assert window.axis == 1 and window.slider.maximum() == 39 and window.index == 20
+    assert window.slice_label.text() == "y 21 / 40" and abs(window.canvas._aspect - 2.5 / 0.8) < 1e-6
+    t = window.canvas.transform()
+    assert abs(t.m22() / t.m11() - 2.5 / 0.8) < 1e-6  # z pixels shown 3.1x taller than x pixels
+    window.worker.worker.predictor = OraclePredictor(gt, axis=1)
+    click(window, 25, 3)  # x = 25, z = 3 on the y = 20 slice
+    np.testing.assert_array_equal(window.session.mask[:, 20, :] == 1, gt[:, 20, :])
+    assert window.session.touched_slices(axis=1) == [20]
+    np.testing.assert_array_equal(overlay_mask(window), gt[:, 20, :])
+    key(window, "P")  # propagation runs along y
+    assert window.session.touched_slices(axis=1) == list(range(12, 28))
+    np.testing.assert_array_equal(window.session.mask == 1, gt)
+    assert window.save_mask_to(str(tmp_path / "y20.png"))
+    assert np.asarray(Image.open(tmp_path / "y20.png")).shape == (8, 50)  # the y slice shown
+    key(window, "X")
+    assert window.axis == 2 and window.slider.maximum() == 49 and abs(window.canvas._aspect - 2.5 / 0.6) < 1e-6
+    np.testing.assert_array_equal(overlay_mask(window), gt[:, :, 25])
+    window.axis_combo.activated.emit(0)  # back to z through the toolbar
+    assert window.axis == 0 and window.index == 4 and abs(window.canvas._aspect - 0.75) < 1e-6
+    np.testing.assert_array_equal(overlay_mask(window), gt[4])
+    key(window, "Ctrl+Z")  # undo the propagation made along y while z is shown
+    assert window.session.touched_slices(axis=1) == [20]
+    assert not messages["critical"]
+    window.session.mark_saved()
+    window.open_path(_png(tmp_path, disk_image))  # a 2D image has one axis
+    assert not window.axis_combo.isEnabled()
+    key(window, "X")
+    assert window.axis == 0 and "2D" in window.statusBar().currentMessage()

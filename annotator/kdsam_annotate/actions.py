@@ -44,6 +44,7 @@ ACTIONS = (
     ActionSpec("previous_slice", "&View", "Previous slice", ("Down", "A")),
     ActionSpec("next_slice_10", "&View", "10 slices on", ("PgUp",)),
     ActionSpec("previous_slice_10", "&View", "10 slices back", ("PgDown",)),
+    ActionSpec("next_axis", "&View", "Slice along the ne&xt axis (z, y, x)", ("X",)),
     ActionSpec("zoom_in", "&View", "Zoom &in", ("Ctrl++", "+", "=")),
     ActionSpec("zoom_out", "&View", "Zoom &out", ("Ctrl+-", "-")),
     ActionSpec("fit_view", "&View", "&Fit to window", ("F",)),

@@ -39,24 +39,25 @@ class AnnotateMixin:
         return not self._propagating
 
     def _base_prompts(self) -> Prompts:
-        key = (self.index, self.session.current_label)
-        return self._pending_prompts.get(key) or self.session.prompts_for(*key)
+        key = (self.axis, self.index, self.session.current_label)
+        return self._pending_prompts.get(key) or self.session.prompts_for(self.index)
 
     def _request(self, prompts: Prompts, t_click: float, what: str) -> None:
-        index, label, vol = self.index, self.session.current_label, self.volume
-        req = self.worker.decode(self.slice_key(index), lambda: model_slice(vol, index), prompts)
-        self._pending[req] = (self.vol_token, index, label, prompts, t_click, what)
-        self._pending_prompts[(index, label)] = prompts
+        axis, index, label, vol = self.axis, self.index, self.session.current_label, self.volume
+        req = self.worker.decode(self.slice_key(index), lambda: model_slice(vol, index, axis), prompts)
+        self._pending[req] = (self.vol_token, (axis, index, label), prompts, t_click, what)
+        self._pending_prompts[(axis, index, label)] = prompts
         self._draw_prompts()
 
     def on_decoded(self, request: int, pred, decode_s: float) -> None:
         info = self._pending.pop(request, None)
         if info is None or info[0] != self.vol_token:
             return
-        _, index, label, prompts, t_click, what = info
-        if self._pending_prompts.get((index, label)) is prompts:
-            del self._pending_prompts[(index, label)]
-        self.session.apply_prediction(index, label, prompts, pred.masks, pred.scores, name=what)
+        _, key, prompts, t_click, what = info
+        if self._pending_prompts.get(key) is prompts:
+            del self._pending_prompts[key]
+        axis, index, label = key  # the slice clicked on, whatever is shown now
+        self.session.apply_prediction(index, label, prompts, pred.masks, pred.scores, name=what, axis=axis)
         self.edited()
         latency = (time.perf_counter() - t_click) * 1000
         self.latency_label.setText(f"click→mask {latency:.0f} ms (decoder {decode_s * 1000:.0f} ms)")
@@ -65,7 +66,7 @@ class AnnotateMixin:
     def on_failed(self, request: int, what: str, message: str) -> None:
         info = self._pending.pop(request, None)
         if info is not None:
-            self._pending_prompts.pop((info[1], info[2]), None)
+            self._pending_prompts.pop(info[1], None)
             self._draw_prompts()
         if what == "propagate":
             self._end_propagation()
@@ -82,7 +83,7 @@ class AnnotateMixin:
         if n is None:
             self.statusBar().showMessage("No other candidate mask for this slice and label", 3000)
             return
-        total = len(self.session.candidates[(self.index, self.session.current_label)].masks)
+        total = len(self.session.candidates_for(self.index).masks)
         self.statusBar().showMessage(f"Candidate {n + 1} of {total}", 3000)
         self.edited()
 
@@ -100,7 +101,7 @@ class AnnotateMixin:
 
     def clear_slice(self) -> None:
         if self.session is not None and self.session.clear(self.index):
-            self._pending_prompts.pop((self.index, self.session.current_label), None)
+            self._pending_prompts.pop((self.axis, self.index, self.session.current_label), None)
             self.edited()
 
     def new_label(self) -> None:
@@ -128,16 +129,17 @@ class AnnotateMixin:
     def propagate(self) -> None:
         if not self._ready_for_prompts():
             return
-        if self.volume.num_slices(0) < 2:
+        if self.session.num_slices < 2:
             self.statusBar().showMessage("This image has one slice: nothing to propagate to", 4000)
             return
         label = self.session.current_label
-        start = self.session.mask[self.index] == label
+        start = self.session.slice(self.index) == label
         if not start.any():
             self.error("Nothing to propagate", f"Label {label} is empty on this slice: segment it here first.")
             return
-        vol = self.volume
+        vol, axis = self.volume, self.axis
         self._propagating = self.vol_token  # the image the answer belongs to
+        self._propagating_axis = axis
         self.progress_dialog = dlg = QProgressDialog("Propagating through slices…", "Cancel", 0, 0, self)
         dlg.setWindowModality(Qt.WindowModal)
         dlg.setAutoClose(False)
@@ -145,7 +147,7 @@ class AnnotateMixin:
         dlg.setMinimumDuration(0)
         dlg.canceled.connect(self.cancel)
         dlg.show()
-        self.worker.propagate(lambda k: model_slice(vol, k), vol.num_slices(0), self.index, start,
+        self.worker.propagate(lambda k: model_slice(vol, k, axis), vol.num_slices(axis), self.index, start,
                               self.slice_key(None), label)
 
     def on_progress(self, done: int, total: int) -> None:
@@ -163,7 +165,7 @@ class AnnotateMixin:
         self._end_propagation()
         if token != self.vol_token:
             return  # another image was opened meanwhile
-        n = self.session.apply_masks(label, masks)
+        n = self.session.apply_masks(label, masks, axis=self._propagating_axis)
         self.statusBar().showMessage(f"Propagated label {label} to {n} slices" + (" (cancelled)" if cancelled else ""),
                                      6000)
         self.edited()
@@ -191,7 +193,7 @@ class AnnotateMixin:
             return
         if self.overlay_visible:
             colors = {lab.value: lab.color for lab in self.session.labels}
-            self.canvas.set_overlay(overlay_rgba(self.session.mask[self.index], colors))
+            self.canvas.set_overlay(overlay_rgba(self.session.slice(self.index), colors))
         else:
             self.canvas.set_overlay(None)
         self._draw_prompts()

@@ -1,7 +1,8 @@
 """The slice view: image, label overlay and prompts; zoom, pan and mouse prompts.
 
 Scene coordinates are image pixels: pixel ``(x, y)`` (column, row) covers the square
-``[x, x+1) x [y, y+1)``. :meth:`SliceCanvas.view_to_pixel` is the one place a mouse position
+``[x, x+1) x [y, y+1)``; a pixel aspect (height / width, from the voxel spacing) only
+stretches the view, never the coordinates. :meth:`SliceCanvas.view_to_pixel` is the one place a mouse position
 becomes the (x, y) a prompt carries; :meth:`pixel_to_view` is its inverse (for tests).
 
 Mouse: left click = positive point, right click = negative point, left drag = box,
@@ -62,6 +63,7 @@ class SliceCanvas(QGraphicsView):
         self._press_mods = Qt.NoModifier
         self._last: QPoint | None = None
         self._size = (0, 0)  # (h, w)
+        self._aspect = 1.0  # pixel height / width on screen
 
     # ------------------------------------------------------------ content
     def set_image(self, rgb: np.ndarray, *, fit: bool = False) -> None:
@@ -72,6 +74,13 @@ class SliceCanvas(QGraphicsView):
             self.scene().setSceneRect(QRectF(0, 0, w, h))
             fit = True
         if fit:
+            self.fit()
+
+    def set_aspect(self, aspect: float) -> None:
+        """Show pixels ``aspect`` times taller than wide (refits the view when it changes)."""
+        aspect = float(aspect) if aspect > 0 else 1.0
+        if abs(aspect - self._aspect) > 1e-6:
+            self._aspect = aspect
             self.fit()
 
     def set_overlay(self, rgba: np.ndarray | None) -> None:
@@ -120,8 +129,12 @@ class SliceCanvas(QGraphicsView):
     # ------------------------------------------------------------ zoom / pan
     def fit(self) -> None:
         if self._size != (0, 0):
+            h, w = self._size
+            vp = self.viewport().rect()
+            s = max(min((vp.width() - 2) / w, (vp.height() - 2) / (h * self._aspect)), 1e-3)
             self.resetTransform()
-            self.fitInView(self.sceneRect(), Qt.KeepAspectRatio)
+            self.scale(s, s * self._aspect)
+            self.centerOn(w / 2, h / 2)
 
     def zoom_by(self, factor: float) -> None:
         scale = self.transform().m11() * factor

@@ -13,9 +13,25 @@ from PyQt5.QtGui import QImage
 from kdsam_core.io import Volume, window_to_uint8
 
 
-def model_slice(volume: Volume, index: int) -> np.ndarray:
-    """Slice ``index`` (axis 0) as the (H, W, 3) uint8 the model is given."""
-    return window_to_uint8(volume.slice(index, 0), volume.window)
+AXIS_NAMES = ("z", "y", "x")  # the volume array's (z, y, x) axes
+
+
+def model_slice(volume: Volume, index: int, axis: int = 0) -> np.ndarray:
+    """Slice ``index`` along ``axis`` as the (H, W, 3) uint8 the model is given."""
+    return window_to_uint8(volume.slice(index, axis), volume.window)
+
+
+def pixel_aspect(volume: Volume, axis: int) -> float:
+    """Height / width of one pixel of a slice along ``axis``, from the voxel spacing, so the
+    view shows anatomy unstretched (a 5 mm CT slice is 5x taller than wide on a y or x slice)."""
+    sx, sy, sz = (float(v) for v in volume.spacing)
+    rows, cols = {0: (sy, sx), 1: (sz, sx), 2: (sz, sy)}[axis]
+    return rows / cols if rows > 0 and cols > 0 else 1.0
+
+
+def can_change_axis(volume: Volume) -> bool:
+    """A volume can be sliced along y and x too when it is 3D (not RGB, more than one slice each way)."""
+    return not volume.is_rgb and min(volume.shape_zyx) > 1
 
 
 def default_window(volume: Volume) -> tuple[float, float]:

@@ -18,7 +18,7 @@ from kdsam_core.errors import KDSAMError, SeriesChoiceError
 from kdsam_core.io import load_volume, save_mask
 
 from .autosave import Autosave
-from .display import default_window, display_rgb, window_range
+from .display import AXIS_NAMES, can_change_axis, default_window, display_rgb, pixel_aspect, window_range
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,17 @@ class FilesMixin:
             box.setDecimals(1 if span >= 10 else 4)  # float images in 0..1 need finer steps
             box.setSingleStep(max(span, 1e-3) / 100)
         self.set_window(*default_window(volume))
-        n = volume.num_slices(0)
+        if not can_change_axis(volume):
+            self.session.set_axis(0)
+        axis = self.session.axis  # 0, or the axis of a recovered session
+        self.axis_combo.setCurrentIndex(self.axis_combo.findData(axis))
+        self.axis_combo.setEnabled(can_change_axis(volume))
+        n = self.session.num_slices
         self.slider.blockSignals(True)
         self.slider.setRange(0, n - 1)
         self.slider.blockSignals(False)
-        self.canvas.set_image(display_rgb(volume.slice(0, 0), self.level, self.width), fit=True)
+        self.canvas.set_aspect(pixel_aspect(volume, axis))
+        self.canvas.set_image(display_rgb(volume.slice(0, axis), self.level, self.width), fit=True)
         self.show_slice(n // 2 if n > 2 and not volume.is_rgb else 0)
         self.refresh_labels()
         self.update_title()
@@ -116,7 +122,7 @@ class FilesMixin:
 
     def slice_key(self, index: int | None):
         """Embedding-cache key of a slice (or, with None, the prefix propagation adds indices to)."""
-        prefix = (self.vol_token, 0)
+        prefix = (self.vol_token, self.axis)
         return prefix if index is None else (prefix, index)
 
     # ------------------------------------------------------------ saving
@@ -135,10 +141,11 @@ class FilesMixin:
         return self.save_mask_to(path, overwrite=True)  # the dialog asked before replacing a file
 
     def save_mask_to(self, path: str, *, overwrite: bool = False) -> bool:
-        """Write the mask (a PNG of a multi-slice image holds the current slice); errors are shown."""
+        """Write the mask (a PNG of a multi-slice image holds the slice shown); errors are shown."""
         mask, ref, note = self.session.mask, self.volume, ""
         if path.lower().endswith(".png") and mask.shape[0] > 1:
-            mask, ref, note = mask[self.index], None, f" (slice {self.index + 1})"
+            mask, ref = self.session.slice(self.index), None
+            note = f" ({AXIS_NAMES[self.axis]} slice {self.index + 1})"
         try:
             save_mask(mask, path, reference=ref, overwrite=overwrite)
         except KDSAMError as e:

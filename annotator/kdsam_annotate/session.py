@@ -1,10 +1,14 @@
 """Annotation state without Qt: labels, prompts per slice, the label mask, undo and redo.
 
-The mask is a (z, y, x) uint8 label array on the volume's grid; slice ``i`` is ``mask[i]``
-(the annotator slices along axis 0). Prompts are kept per ``(slice, label)``: points
-``(x, y, positive)`` in pixels of that slice, as SAM takes them, and at most one box
-``(x0, y0, x1, y1)``. Every change goes through :meth:`Session.commit` as an :class:`Edit`
-that stores only what changed, so undo and redo are exact and cheap.
+The mask is a (z, y, x) uint8 label array on the volume's grid. The session slices it along
+one ``axis`` at a time (0: z, 1: y, 2: x; :meth:`Session.set_axis`), with the layout of
+``kdsam_core.io.Volume.slice``: slice ``i`` is ``np.take(mask, i, axis)``, indexed ``[row, col]``
+(axis 0 -> ``[y, x]``, 1 -> ``[z, x]``, 2 -> ``[z, y]``). Methods that take a slice ``index``
+mean the current axis unless given ``axis=``. Prompts are kept per ``(axis, slice, label)``:
+points ``(x, y, positive)`` in pixels (column, row) of that slice, as SAM takes them, and at
+most one box ``(x0, y0, x1, y1)``. Every change goes through :meth:`Session.commit` as an
+:class:`Edit` that stores only what changed, so undo and redo are exact and cheap, whatever
+axis is shown when they run.
 """
 
 from __future__ import annotations
@@ -82,12 +86,12 @@ class Candidates:
 
 @dataclass
 class Edit:
-    """One undoable change. ``slices``: index -> (flat positions, values before, values after)."""
+    """One undoable change. ``slices``: (axis, index) -> (flat positions, values before, after)."""
 
     name: str
     slices: dict = field(default_factory=dict)
-    prompts: dict = field(default_factory=dict)  # (index, label) -> (before, after), None = no prompts
-    candidates: dict = field(default_factory=dict)  # (index, label) -> (before, after)
+    prompts: dict = field(default_factory=dict)  # (axis, index, label) -> (before, after), None = none
+    candidates: dict = field(default_factory=dict)  # (axis, index, label) -> (before, after)
     labels: tuple | None = None  # (labels before, labels after)
     current: tuple | None = None  # (current label before, after)
 
@@ -101,17 +105,40 @@ class Session:
         self.mask = np.zeros(tuple(int(s) for s in shape_zyx), dtype=np.uint8)
         self.labels: list[Label] = [Label(1, "label 1", PALETTE[0])]
         self.current_label = 1
-        self.prompts: dict[tuple[int, int], Prompts] = {}
-        self.candidates: dict[tuple[int, int], Candidates] = {}
+        self.axis = 0
+        self.prompts: dict[tuple[int, int, int], Prompts] = {}  # (axis, index, label)
+        self.candidates: dict[tuple[int, int, int], Candidates] = {}
         self._undo: list[Edit] = []
         self._redo: list[Edit] = []
         self.revision = 0  # counts changes; undo counts as a change too
         self.saved_revision = 0
 
     # ------------------------------------------------------------- queries
+    def view(self, axis: int | None = None) -> np.ndarray:
+        """The mask with ``axis`` (default: the current one) first: ``view()[i]`` is slice ``i``,
+        a writable view into :attr:`mask`."""
+        return np.moveaxis(self.mask, self._axis(axis), 0)
+
+    def slice(self, index: int, axis: int | None = None) -> np.ndarray:
+        """The (rows, cols) label slice ``index`` along ``axis`` (a view into :attr:`mask`)."""
+        v = self.view(axis)
+        if not 0 <= index < v.shape[0]:
+            raise InputError(f"slice {index} is outside 0..{v.shape[0] - 1}")
+        return v[index]
+
+    def set_axis(self, axis: int) -> None:
+        """Slice along ``axis`` from now on (not an edit: nothing in the mask changes)."""
+        self.axis = self._axis(axis)
+
     @property
     def num_slices(self) -> int:
-        return self.mask.shape[0]
+        """Slices along the current axis."""
+        return self.mask.shape[self.axis]
+
+    @property
+    def slice_shape(self) -> tuple[int, int]:
+        """(rows, cols) of a slice along the current axis."""
+        return self.view().shape[1:]
 
     @property
     def dirty(self) -> bool:
@@ -126,8 +153,11 @@ class Session:
                 return lab
         raise InputError(f"there is no label {value}")
 
-    def prompts_for(self, index: int, label: int | None = None) -> Prompts:
-        return self.prompts.get((index, self.current_label if label is None else label), Prompts())
+    def prompts_for(self, index: int, label: int | None = None, axis: int | None = None) -> Prompts:
+        return self.prompts.get(self._key(index, label, axis), Prompts())
+
+    def candidates_for(self, index: int, label: int | None = None, axis: int | None = None) -> Candidates | None:
+        return self.candidates.get(self._key(index, label, axis))
 
     def can_undo(self) -> bool:
         return bool(self._undo)
@@ -143,39 +173,44 @@ class Session:
 
     # ------------------------------------------------------------- edits
     def apply_prediction(self, index: int, label: int, prompts: Prompts, masks: np.ndarray,
-                         scores: np.ndarray, name: str = "segment") -> None:
-        """Record ``prompts`` for (index, label) and show the best of the predicted ``masks``."""
+                         scores: np.ndarray, name: str = "segment", axis: int | None = None) -> None:
+        """Record ``prompts`` for (axis, index, label) and show the best of the predicted ``masks``
+        (M, rows, cols)."""
+        axis = self._axis(axis)
         masks = np.asarray(masks, dtype=bool)
-        if masks.ndim != 3 or masks.shape[1:] != self.mask.shape[1:]:
-            raise InputError(f"predicted masks {masks.shape} do not fit slices of shape {self.mask.shape[1:]}")
+        shape = self.view(axis).shape[1:]
+        if masks.ndim != 3 or masks.shape[1:] != shape:
+            raise InputError(f"predicted masks {masks.shape} do not fit slices of shape {shape}")
         cand = Candidates(masks, np.asarray(scores, dtype=np.float32), int(np.argmax(scores)))
-        self._commit_slice(name, index, label, masks[cand.chosen], prompts=prompts, candidates=cand)
+        self._commit_slice(name, axis, index, label, masks[cand.chosen], prompts=prompts, candidates=cand)
 
-    def cycle_candidate(self, index: int, label: int | None = None) -> int | None:
+    def cycle_candidate(self, index: int, label: int | None = None, axis: int | None = None) -> int | None:
         """Show the next predicted candidate mask; returns its number, or None if there is no other."""
-        label = self.current_label if label is None else label
-        cand = self.candidates.get((index, label))
+        axis, index, label = self._key(index, label, axis)
+        cand = self.candidates.get((axis, index, label))
         if cand is None or len(cand.masks) < 2:
             return None
         nxt = Candidates(cand.masks, cand.scores, (cand.chosen + 1) % len(cand.masks))
-        self._commit_slice("next candidate", index, label, cand.masks[nxt.chosen], candidates=nxt)
+        self._commit_slice("next candidate", axis, index, label, cand.masks[nxt.chosen], candidates=nxt)
         return nxt.chosen
 
-    def clear(self, index: int, label: int | None = None) -> bool:
+    def clear(self, index: int, label: int | None = None, axis: int | None = None) -> bool:
         """Remove one label's mask and prompts from a slice; False if there was nothing."""
-        label = self.current_label if label is None else label
-        key = (index, label)
-        if key not in self.prompts and not (self.mask[index] == label).any():
+        key = axis, index, label = self._key(index, label, axis)
+        if key not in self.prompts and not (self.slice(index, axis) == label).any():
             return False
-        self._commit_slice("clear", index, label, np.zeros(self.mask.shape[1:], bool), prompts=None,
+        self._commit_slice("clear", axis, index, label, np.zeros(self.view(axis).shape[1:], bool), prompts=None,
                            candidates=None)
         return True
 
-    def apply_masks(self, label: int, masks: dict[int, np.ndarray], name: str = "propagate") -> int:
-        """Write ``{index: (y, x) bool}`` masks of one label as a single edit; returns slices changed."""
+    def apply_masks(self, label: int, masks: dict[int, np.ndarray], name: str = "propagate",
+                    axis: int | None = None) -> int:
+        """Write ``{index: (rows, cols) bool}`` masks of one label, slices along ``axis``, as a
+        single edit; returns the number of slices changed."""
+        axis = self._axis(axis)
         edit = Edit(name)
         for index, m in masks.items():
-            self._diff_slice(edit, int(index), self._painted(int(index), label, m))
+            self._diff_slice(edit, axis, int(index), self._painted(axis, int(index), label, m))
         if edit.slices:
             self.commit(edit)
         return len(edit.slices)
@@ -218,9 +253,10 @@ class Session:
         self._undo.append(edit)
         return edit.name
 
-    def touched_slices(self) -> list[int]:
-        """Slices holding any label, in order."""
-        return [int(i) for i in np.flatnonzero(self.mask.reshape(self.num_slices, -1).any(axis=1))]
+    def touched_slices(self, axis: int | None = None) -> list[int]:
+        """Slices along ``axis`` (default: the current one) holding any label, in order."""
+        axes = tuple(a for a in range(3) if a != self._axis(axis))
+        return [int(i) for i in np.flatnonzero(self.mask.any(axis=axes))]
 
     # ------------------------------------------------------------- persistence
     def state(self) -> dict:
@@ -229,7 +265,9 @@ class Session:
             "shape": list(self.mask.shape),
             "labels": [{"value": lab.value, "name": lab.name, "color": list(lab.color)} for lab in self.labels],
             "current_label": self.current_label,
-            "prompts": [{"index": i, "label": lab, **p.to_dict()} for (i, lab), p in sorted(self.prompts.items())],
+            "axis": self.axis,
+            "prompts": [{"axis": a, "index": i, "label": lab, **p.to_dict()}
+                        for (a, i, lab), p in sorted(self.prompts.items())],
         }
 
     @classmethod
@@ -241,44 +279,55 @@ class Session:
         s.mask[...] = mask.astype(np.uint8)
         s.labels = [Label(int(d["value"]), str(d["name"]), tuple(d["color"])) for d in state["labels"]] or s.labels
         s.current_label = int(state.get("current_label", s.labels[0].value))
-        s.prompts = {(int(d["index"]), int(d["label"])): Prompts.from_dict(d) for d in state.get("prompts", [])}
+        s.axis = s._axis(int(state.get("axis", 0)))  # states before slicing axes: 0
+        s.prompts = {(s._axis(int(d.get("axis", 0))), int(d["index"]), int(d["label"])): Prompts.from_dict(d)
+                     for d in state.get("prompts", [])}
         return s
 
     # ------------------------------------------------------------- internals
     _KEEP = object()
 
-    def _commit_slice(self, name: str, index: int, label: int, mask2d: np.ndarray, *, prompts=_KEEP,
-                      candidates=_KEEP) -> None:
-        if not 0 <= index < self.num_slices:
-            raise InputError(f"slice {index} is outside 0..{self.num_slices - 1}")
+    def _axis(self, axis: int | None) -> int:
+        if axis is None:
+            return self.axis
+        if axis not in (0, 1, 2):
+            raise InputError(f"axis must be 0 (z), 1 (y) or 2 (x), not {axis}")
+        return int(axis)
+
+    def _key(self, index: int, label: int | None, axis: int | None) -> tuple[int, int, int]:
+        return self._axis(axis), int(index), self.current_label if label is None else int(label)
+
+    def _commit_slice(self, name: str, axis: int, index: int, label: int, mask2d: np.ndarray, *,
+                      prompts=_KEEP, candidates=_KEEP) -> None:
         edit = Edit(name)
-        key = (index, label)
-        self._diff_slice(edit, index, self._painted(index, label, mask2d))
+        key = (axis, index, label)
+        self._diff_slice(edit, axis, index, self._painted(axis, index, label, mask2d))
         if prompts is not Session._KEEP:
             edit.prompts[key] = (self.prompts.get(key), None if prompts is None or prompts.is_empty() else prompts)
         if candidates is not Session._KEEP:
             edit.candidates[key] = (self.candidates.get(key), candidates)
         self.commit(edit)
 
-    def _painted(self, index: int, label: int, mask2d: np.ndarray) -> np.ndarray:
+    def _painted(self, axis: int, index: int, label: int, mask2d: np.ndarray) -> np.ndarray:
+        old = self.slice(index, axis)
         m = np.asarray(mask2d, dtype=bool)
-        if m.shape != self.mask.shape[1:]:
-            raise InputError(f"a mask of shape {m.shape} does not fit slices of shape {self.mask.shape[1:]}")
-        new = self.mask[index].copy()
+        if m.shape != old.shape:
+            raise InputError(f"a mask of shape {m.shape} does not fit slices of shape {old.shape}")
+        new = old.copy()
         new[new == label] = 0
         new[m] = label
         return new
 
-    def _diff_slice(self, edit: Edit, index: int, new: np.ndarray) -> None:
-        old = self.mask[index]
+    def _diff_slice(self, edit: Edit, axis: int, index: int, new: np.ndarray) -> None:
+        old = self.slice(index, axis)
         pos = np.flatnonzero(old != new)
         if len(pos):
-            edit.slices[index] = (pos, old.ravel()[pos].copy(), new.ravel()[pos].copy())
+            edit.slices[(axis, index)] = (pos, old.ravel()[pos].copy(), new.ravel()[pos].copy())
 
     def _apply(self, edit: Edit, forward: bool) -> None:
         pick = 2 if forward else 1
-        for index, parts in edit.slices.items():
-            self.mask[index].reshape(-1)[parts[0]] = parts[pick]
+        for (axis, index), parts in edit.slices.items():
+            self.slice(index, axis).flat[parts[0]] = parts[pick]  # .flat writes through strided views
         for store, changes in ((self.prompts, edit.prompts), (self.candidates, edit.candidates)):
             for key, (before, after) in changes.items():
                 value = after if forward else before

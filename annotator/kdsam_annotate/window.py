@@ -34,7 +34,7 @@ from .actions import help_dialog, make_actions
 from .annotate import AnnotateMixin
 from .autosave import Autosave
 from .canvas import SliceCanvas
-from .display import default_window, display_rgb, model_slice, window_range
+from .display import AXIS_NAMES, can_change_axis, default_window, display_rgb, model_slice, pixel_aspect, window_range
 from .files import FilesMixin
 from .session import Session
 from .worker import BACKENDS, ModelSpec, ModelThread, guess_model
@@ -60,6 +60,7 @@ class MainWindow(FilesMixin, AnnotateMixin, QMainWindow):
         self.last_latency_ms: float | None = None
         self.progress_dialog = None
         self._propagating = 0  # the vol_token of the image being propagated, 0 when none
+        self._propagating_axis = 0
         self._pending: dict = {}
         self._pending_prompts: dict = {}
         self._help = None
@@ -115,6 +116,15 @@ class MainWindow(FilesMixin, AnnotateMixin, QMainWindow):
             box.valueChanged.connect(self._on_window_boxes)
             bar.addWidget(QLabel(f" {name} "))
             bar.addWidget(box)
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Slice along "))
+        self.axis_combo = QComboBox()
+        self.axis_combo.setObjectName("axis_combo")
+        for a, name in enumerate(AXIS_NAMES):
+            self.axis_combo.addItem(f"{name} (axis {a})", a)
+        self.axis_combo.setEnabled(False)
+        self.axis_combo.activated.connect(lambda i: self.set_axis(self.axis_combo.itemData(i)))
+        bar.addWidget(self.axis_combo)
         bar.addSeparator()
         bar.addWidget(QLabel(" Label "))
         self.label_combo = QComboBox()
@@ -176,24 +186,49 @@ class MainWindow(FilesMixin, AnnotateMixin, QMainWindow):
             self.load_model(dataclasses.replace(self.spec, device=device, backend=backend))
 
     # ------------------------------------------------------------ slices and window/level
+    @property
+    def axis(self) -> int:
+        """The axis the view slices along (0: z, 1: y, 2: x of the volume array)."""
+        return self.session.axis if self.session is not None else 0
+
+    def set_axis(self, axis: int) -> None:
+        """Slice along another axis of a 3D volume, starting at its middle slice."""
+        if self.volume is None or axis == self.axis:
+            return
+        if not can_change_axis(self.volume):
+            self.statusBar().showMessage("This image is 2D: it has one slicing axis", 4000)
+            return
+        self.session.set_axis(axis)
+        self.axis_combo.setCurrentIndex(self.axis_combo.findData(axis))
+        n = self.session.num_slices
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, n - 1)
+        self.slider.blockSignals(False)
+        self.canvas.set_aspect(pixel_aspect(self.volume, axis))
+        self.show_slice(n // 2)
+        self.canvas.fit()
+
+    def next_axis(self) -> None:
+        self.set_axis((self.axis + 1) % 3)
+
     def show_slice(self, index: int) -> None:
         if self.volume is None:
             return
-        n = self.volume.num_slices(0)
+        n = self.session.num_slices
         index = min(max(int(index), 0), n - 1)
         self.index = index
         self.slider.blockSignals(True)
         self.slider.setValue(index)
         self.slider.blockSignals(False)
-        self.slice_label.setText(f"{index + 1} / {n}")
+        self.slice_label.setText(f"{AXIS_NAMES[self.axis]} {index + 1} / {n}")
         self._redraw_image()
         self.refresh_overlay()
-        vol = self.volume
-        self.worker.encode(self.slice_key(index), lambda: model_slice(vol, index))
+        vol, axis = self.volume, self.axis
+        self.worker.encode(self.slice_key(index), lambda: model_slice(vol, index, axis))
 
     def _redraw_image(self) -> None:
         if self.volume is not None:
-            self.canvas.set_image(display_rgb(self.volume.slice(self.index, 0), self.level, self.width))
+            self.canvas.set_image(display_rgb(self.volume.slice(self.index, self.axis), self.level, self.width))
 
     def next_slice(self, step: int = 1) -> None:
         self.show_slice(self.index + step)
