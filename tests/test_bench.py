@@ -19,11 +19,12 @@ from kdsam_core.predictor import KDSAMPredictor
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
-    """kdsam_tiny and its exported fp32 + int8 graphs (exported once for the module)."""
+    """kdsam_tiny with a mean-embedding prior, and its exported fp32 + int8 graphs (once)."""
     from kdsam_core.model import build_model
 
     torch.manual_seed(0)
-    model = build_model("kdsam_tiny")
+    model = build_model("kdsam_tiny", prior=True)
+    model.image_encoder.prior.normal_(0, 0.1)  # the graphs must carry the buffer
     folder = tmp_path_factory.mktemp("onnx")
     paths = export_onnx(model, folder, int8=True)
     return model, folder, paths

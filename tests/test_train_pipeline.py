@@ -157,6 +157,50 @@ def test_distill_runs_and_learns(world, tmp_path):
     assert meta["phase"] == 1 and meta["steps"] == 8 and meta["perceptual"] == "decoder"
 
 
+def test_embed_prior_is_the_teacher_mean_and_travels_with_the_weights(world, tmp_path):
+    """--embed-prior: the fixed buffer is the mean teacher embedding of the training items, is not
+    trained, is saved in the checkpoint (config prior=True) and is added to the output."""
+    assert cli.main(distill_args(world, tmp_path / "p", 3, embed_prior="true")) == 0
+    ckpt = tmp_path / "p" / "student_phase1.safetensors"
+    state = load_file(ckpt)
+    cache = EmbeddingCache(world["cache"], json.loads((world["cache"] / "signature.json").read_text()), create=False)
+    keys = [cache_key(i) for i in read_splits(world["split"])["train"] if cache_key(i) in cache]
+    mean = torch.stack([cache.get(k).float() for k in keys]).mean(0)
+    assert torch.allclose(state["image_encoder.prior"], mean, atol=1e-5)  # set once, never trained
+    model = build_model("kdsam_tiny", ckpt)
+    assert model.config["prior"] is True and torch.equal(model.image_encoder.prior, state["image_encoder.prior"])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        with_prior = model.encode(x)
+        model.image_encoder.prior.zero_()
+        assert torch.allclose(with_prior - model.encode(x), mean, atol=1e-5)
+    # without the option the checkpoint has no buffer and its config no key (older checkpoints load)
+    assert "prior" not in build_model("kdsam_tiny").config
+    assert not any(k.endswith("prior") for k in build_model("kdsam_tiny").state_dict())
+
+
+def test_diagnose_tells_a_collapsed_student_from_one_that_follows_the_teacher(world, tmp_path):
+    from kdsam_train.diagnose import embedding_stats
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(8, 8, 16, 16, generator=g)
+    same = embedding_stats(t * 2 + 1, t)  # follows the teacher up to scale and offset
+    assert same["residual_cos"] == pytest.approx(1.0) and same["variance_ratio"] == pytest.approx(4.0)
+    flat = embedding_stats(t.mean(0, keepdim=True) + 1e-9 * torch.randn(t.shape, generator=g), t)  # ~one embedding
+    assert abs(flat["residual_cos"]) < 0.05 and flat["variance_ratio"] < 1e-9
+    assert flat["mse"] == pytest.approx(flat["mean_baseline_mse"], rel=1e-6)
+    # the command on a trained checkpoint and the teacher cache
+    assert cli.main(distill_args(world, tmp_path / "d", 2)) == 0
+    out = tmp_path / "diag"
+    assert cli.main(["diagnose", *common(world), "--split", "train", "--cache-dir", str(world["cache"]),
+                     "--students", f"s={tmp_path / 'd' / 'student_phase1.safetensors'}", "--out", str(out),
+                     "--threads", "1"]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    st = res["students"]["s"]["stats"]["all"]
+    assert st["n"] >= 2 and 0 <= st["variance_ratio"] and -1 <= st["residual_cos"] <= 1
+    assert f"| s | all | {st['n']} | {st['mse']:.5f} |" in out.with_suffix(".md").read_text()
+
+
 def test_interrupted_run_resumes_to_identical_state(world, tmp_path):
     assert cli.main(distill_args(world, tmp_path / "full", 6)) == 0
     assert cli.main(distill_args(world, tmp_path / "cut", 6, stop_at_step=3)) == 0  # "killed" after step 3
@@ -233,11 +277,44 @@ def test_finetune_and_evaluate(world, tmp_path):
     s = res["summary"]["student"]["all"]["box"]
     assert 0 <= s["dice"] <= 1 and s["n"] == len(ids["student"])
     assert res["skipped"]["skipped"] == len(expected)
+    # the image-blindness control: same images and prompts, an all-black image's embedding
+    blank = tmp_path / "ev" / "blank"
+    assert cli.main(["evaluate", *common(world), "--split", "train", "--models",
+                     f"teacher=kdsam_tiny:{world['teacher']}@{world['cache']}", "--protocols", "box", "click",
+                     "--blank-control", "true", "--out", str(blank), "--threads", "1"]) == 0
+    rb = json.loads(blank.with_suffix(".json").read_text())
+    assert set(rb["summary"]) == {"teacher", "teacher|blank"}
+    real = {(r["id"], r["protocol"]): r["dice"] for r in rb["per_image"] if r["model"] == "teacher"}
+    ctrl = {(r["id"], r["protocol"]): r["dice"] for r in rb["per_image"] if r["model"] == "teacher|blank"}
+    assert real.keys() == ctrl.keys() and len(real) == 2 * len(ids["teacher"])
+    assert all(real[k] == pytest.approx(r["dice"]) for r in per if r["model"] == "teacher"
+               for k in [(r["id"], r["protocol"])] if k in real)  # the real run is unchanged by the control
+    t = rb["summary"]["teacher"]["all"]["box"]["dice"] - rb["summary"]["teacher|blank"]["all"]["box"]["dice"]
+    assert f"| all | box | {real_fmt(rb, 'teacher')} | {real_fmt(rb, 'teacher|blank')} | {t:+.4f} |" \
+        in blank.with_suffix(".md").read_text()
+
     from kdsam_train.report import targets_table
 
     table = targets_table(res)
     assert "| synth |" in table and "| all |" in table
     assert f"{res['summary']['teacher']['synth']['box']['dice']:.4f}" in table
+
+
+def real_fmt(res: dict, label: str) -> str:
+    return f"{res['summary'][label]['all']['box']['dice']:.4f}"
+
+
+def test_blank_control_embeds_a_black_image_not_the_cached_one(world):
+    """The control's embedding is the model's own on an all-black image, never the cached one."""
+    from kdsam_train.evaluate import EvalModel
+    m = EvalModel(f"teacher=kdsam_tiny:{world['teacher']}@{world['cache']}", torch.device("cpu"))
+    sid = next(k for k in read_splits(world["split"])["train"] if m.cache and cache_key(k) in m.cache)
+    img = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
+    cached = m.embed(sid, img)
+    assert torch.equal(cached[0], m.cache.get(cache_key(sid)).float())
+    black = m.embed(None, np.zeros_like(img))
+    direct = m.model.encode(preprocess(np.zeros_like(img), m.model.preprocess))
+    assert torch.allclose(black, direct) and not torch.allclose(black, cached, atol=1e-3)
 
 
 def test_ddp_two_processes_gloo(world, tmp_path):

@@ -4,6 +4,11 @@
 #   nohup bash training/run_shipped.sh cache > runs/shipped_cache.log 2>&1 &
 #   nohup bash training/run_shipped.sh distill finetune eval > runs/shipped.log 2>&1 &
 # Every stage resumes from its last checkpoint when started again.
+# Stages: cache, distill, finetune (v1, session 1: collapsed phase 1, see training/README.md);
+# distill-v2, finetune-v2 (v2, the shipped weights if the model card says so), diagnose and
+# eval-val (v1 vs v2 vs teacher on val), eval (the test tables of the model card);
+# coupled, eval-coupled (the coupled baseline, from the step-300 v1 phase-1 encoder kept in
+# runs/distill_kdsam256_step300).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -15,10 +20,15 @@ for stage in "$@"; do
     cache)    kdsam-train cache    --config training/configs/cache_lite_medsam.yaml ;;
     distill)  kdsam-train distill  --config training/configs/distill_kdsam256.yaml ;;
     finetune) kdsam-train finetune --config training/configs/finetune_kdsam256.yaml ;;
-    eval)     kdsam-train evaluate --config training/configs/eval_test.yaml
-              stamp "eval-val start"
-              kdsam-train evaluate --config training/configs/eval_test.yaml --split val --max-per-dataset 15 \
-                  --out training/results/val ;;
+    distill-v2)  kdsam-train distill  --config training/configs/distill_kdsam256_v2.yaml ;;
+    finetune-v2) kdsam-train finetune --config training/configs/finetune_kdsam256_v2.yaml ;;
+    diagnose) kdsam-train diagnose --split val --out training/results/diagnose_val --threads 2 --students \
+                  v1=runs/finetune_kdsam256_v1/student_final.safetensors \
+                  v2=runs/finetune_kdsam256_v2/student_final.safetensors ;;
+    eval-val) kdsam-train evaluate --config training/configs/eval_val_v2.yaml ;;
+    eval)     kdsam-train evaluate --config training/configs/eval_test.yaml ;;
+    coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
+    eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   stamp "$stage end"

@@ -32,24 +32,26 @@ log = logging.getLogger(__name__)
 
 
 def _student(*, img_size: int = 1024, backbone: str = "resnet50", neck: str = "fpn",
-             decoder: dict | None = None) -> PromptableSAM:
+             decoder: dict | None = None, prior: bool = False) -> PromptableSAM:
     if img_size not in (256, 512, 1024) and img_size % 64:
         raise ValueError(f"img_size must be 256, 512, 1024 or a multiple of 64, not {img_size}")
     dec = DecoderConfig(**(decoder or {}))
     encoder = ResNetEncoder(backbone=backbone, neck=neck, img_size=img_size,
-                            embed_dim=dec.embed_dim, embed_grid=dec.embed_grid)
+                            embed_dim=dec.embed_dim, embed_grid=dec.embed_grid, prior=prior)
     pe, md = build_prompt_decoder(dec, img_size)
     config = {"img_size": img_size, "backbone": backbone, "neck": neck, "decoder": vars(dec)}
+    if prior:  # absent in checkpoints made before the option existed
+        config["prior"] = True
     return PromptableSAM(image_encoder=encoder, prompt_encoder=pe, mask_decoder=md,
                          preprocess=Preprocess(img_size=img_size, scaling="minmax"), config=config)
 
 
 def _student_tiny(*, img_size: int = 64, neck: str = "fpn", backbone: str = "tiny",
-                  decoder: dict | None = None) -> PromptableSAM:
+                  decoder: dict | None = None, prior: bool = False) -> PromptableSAM:
     dec = {"embed_dim": 32, "embed_grid": 16, "mask_in_chans": 4, "mlp_dim": 64, "num_heads": 2,
            "iou_head_hidden_dim": 32}
     dec.update(decoder or {})
-    return _student(img_size=img_size, backbone=backbone, neck=neck, decoder=dec)
+    return _student(img_size=img_size, backbone=backbone, neck=neck, decoder=dec, prior=prior)
 
 
 def _sam(kind: str) -> Callable[..., PromptableSAM]:

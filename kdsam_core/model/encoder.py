@@ -10,6 +10,13 @@ Two necks:
 * ``fpn``: the stride 4/8/16/32 features each reduced to 256 channels by a 1x1 conv,
   resized to G x G and summed, then the same 3x3 conv + LayerNorm. Fine stages keep
   the spatial detail that a 2048 x (S/32)^2 map has lost (at S=256 that map is 8 x 8).
+
+``prior=True`` makes the output ``prior + residual``: ``prior`` is a fixed (embed_dim, G, G)
+buffer, the teacher's mean embedding over the training images, set once by phase 1 (saved
+with the weights, never trained), and the residual head ends with the 3x3 conv, without the
+last LayerNorm, so "no information" is 0 and the network learns only the image-dependent part.
+Without it a randomly initialised ResNet trained with MSE collapsed to one image-independent
+embedding (training/README.md, "Phase 1 collapse").
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class ResNetEncoder(nn.Module):
         img_size: int = 1024,
         embed_dim: int = 256,
         embed_grid: int = 64,
+        prior: bool = False,
     ) -> None:
         super().__init__()
         if neck not in ("simple", "fpn"):
@@ -55,11 +63,11 @@ class ResNetEncoder(nn.Module):
         self.stages = nn.ModuleList([body.layer1, body.layer2, body.layer3, body.layer4])
         used = widths if neck == "fpn" else widths[-1:]
         self.lateral = nn.ModuleList(nn.Conv2d(w, embed_dim, 1, bias=False) for w in used)
-        self.fuse = nn.Sequential(
-            LayerNorm2d(embed_dim),
-            nn.Conv2d(embed_dim, embed_dim, 3, padding=1, bias=False),
-            LayerNorm2d(embed_dim),
-        )
+        fuse = [LayerNorm2d(embed_dim), nn.Conv2d(embed_dim, embed_dim, 3, padding=1, bias=False)]
+        self.fuse = nn.Sequential(*fuse) if prior else nn.Sequential(*fuse, LayerNorm2d(embed_dim))
+        self.has_prior = prior
+        if prior:
+            self.register_buffer("prior", torch.zeros(embed_dim, embed_grid, embed_grid))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -78,4 +86,5 @@ class ResNetEncoder(nn.Module):
             elif y.shape[-2:] != size:
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
             out = out + y
-        return self.fuse(out)
+        out = self.fuse(out)
+        return out + self.prior if self.has_prior else out

@@ -1,4 +1,4 @@
-"""``kdsam-train``: split, cache, distill, finetune, evaluate.
+"""``kdsam-train``: split, cache, distill, finetune, evaluate, diagnose.
 
 Each subcommand takes ``--config file.yaml`` and per-option overrides (see
 ``kdsam-train <cmd> --help`` and training/README.md).
@@ -91,12 +91,19 @@ def _evaluate(cfg: C.EvalConfig) -> None:
     run_evaluate(cfg)
 
 
+def _diagnose(cfg: C.DiagnoseConfig) -> None:
+    from .diagnose import run_diagnose
+
+    run_diagnose(cfg)
+
+
 COMMANDS = {
     "split": (C.SplitConfig, _split, "write deterministic train/val/test splits"),
     "cache": (C.CacheConfig, _cache, "compute the teacher's fp16 embedding cache (resumable)"),
     "distill": (C.DistillConfig, _distill, "phase 1: distil the teacher's encoder into the student"),
     "finetune": (C.FinetuneConfig, _finetune, "phase 2: fine-tune the mask decoder with box and click prompts"),
     "evaluate": (C.EvalConfig, _evaluate, "Dice/IoU/NSD/HD95 of student and teacher per dataset and protocol"),
+    "diagnose": (C.DiagnoseConfig, _diagnose, "does the student's embedding follow the teacher's from image to image?"),
 }
 
 

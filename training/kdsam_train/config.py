@@ -53,10 +53,12 @@ class DistillConfig:
     student: str = "kdsam"
     img_size: int = 256
     neck: str = "fpn"
+    embed_prior: bool = True  # add the teacher's mean embedding as a fixed buffer (learn the residual)
+    init_items: int = 0  # training items whose teacher statistics initialise the output and prior (0: all)
     run_dir: str = "runs/distill"
     steps: int = 1000
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float = 2e-4  # 2e-3 collapsed the v1 student to one embedding (training/README.md)
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     perceptual: str = "decoder"  # decoder | vgg | none
@@ -104,20 +106,36 @@ class FinetuneConfig:
 
 
 @dataclass
-class EvalConfig:
+class SplitJob:
+    """Options of a job over one split of the data (evaluate, diagnose)."""
+
     data_root: str = "../shared/data"
     split_file: str = DEFAULT_SPLIT_FILE
     split: str = "test"
+    out: str = "runs/eval"  # writes <out>.json, <out>.md, <out>.config.yaml
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+
+
+@dataclass
+class EvalConfig(SplitJob):
     models: list = field(default_factory=lambda: ["student=runs/finetune/student_final.safetensors",
                                                   "teacher=lite_medsam"])
     protocols: list = field(default_factory=lambda: ["box", "box_jitter", "click", "corrective"])
     correction_clicks: int = 5
     box_jitter: float = 0.1
     max_per_dataset: int = 0  # 0: all
-    out: str = "runs/eval"
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0
+    blank_control: bool = False  # also run each model on an all-black image (image-blindness control)
+
+
+@dataclass
+class DiagnoseConfig(SplitJob):
+    split: str = "val"
+    out: str = "runs/diagnose"
+    cache_dir: str = "runs/cache_lite_medsam"  # the teacher's embeddings of the split
+    students: list = field(default_factory=lambda: ["student=resources/weights/kdsam_default.safetensors"])
+    max_items: int = 0  # 0: every cached item of the split
 
 
 def _kind(tp) -> type:

@@ -99,19 +99,41 @@ class DistillBatches:
 
 
 @torch.no_grad()
-def init_output_affine(encoder: torch.nn.Module, cache: EmbeddingCache, keys: list[str]) -> bool:
-    """Set the affine of the encoder's last channel LayerNorm to the teacher embeddings'
-    per-channel mean and std (over ``keys``). The student then starts at the teacher's
-    scale instead of unit variance (the teacher's values are ~10x smaller), which the
-    MSE would otherwise spend hundreds of steps on. Returns False if there is no such layer."""
+def init_output_affine(encoder: torch.nn.Module, cache: EmbeddingCache, keys: list[str],
+                       residual_scale: float = 0.25) -> bool:
+    """Start the student at the teacher's statistics (over ``keys``), from streamed sums.
+
+    Without a prior (``ResNetEncoder(prior=False)``, v1): the affine of the encoder's last
+    channel LayerNorm gets the teacher embeddings' per-channel mean and std (the teacher's
+    values are ~10x smaller than unit variance, which the MSE would otherwise spend hundreds of
+    steps on). With one: the prior becomes the mean embedding per channel and position, and the
+    residual head's last conv is rescaled so that its output's std is ``residual_scale`` times
+    the teacher residual's: the student starts close to the mean embedding. Returns False if
+    there is nothing to set."""
     from segment_anything.modeling.common import LayerNorm2d
 
-    norms = [m for m in encoder.modules() if isinstance(m, LayerNorm2d)]
-    if not norms or not keys:
+    if not keys:
         return False
-    t = torch.stack([cache.get(k).float() for k in keys])  # (N, C, H, W)
-    norms[-1].weight.copy_(t.std(dim=(0, 2, 3)))
-    norms[-1].bias.copy_(t.mean(dim=(0, 2, 3)))
+    s = s2 = None
+    for k in keys:
+        t = cache.get(k).double()
+        s, s2 = (t, t * t) if s is None else (s + t, s2 + t * t)
+    mean, sq = s / len(keys), s2 / len(keys)  # per (C, H, W)
+    if getattr(encoder, "has_prior", False):
+        encoder.prior.copy_(mean)
+        conv = encoder.fuse[-1]
+        # the head's input is channel-normalised (unit variance a position), so a conv with
+        # weight std sigma / sqrt(fan_in) gives outputs of std ~ sigma
+        target = residual_scale * float((sq - mean * mean).clamp_min(0).mean().sqrt())
+        fan_in = conv.weight[0].numel()
+        conv.weight.normal_(0, target / fan_in ** 0.5)
+        return True
+    norms = [m for m in encoder.modules() if isinstance(m, LayerNorm2d)]
+    if not norms:
+        return False
+    m_c = mean.mean(dim=(1, 2))
+    norms[-1].weight.copy_((sq.mean(dim=(1, 2)) - m_c * m_c).clamp_min(0).sqrt())
+    norms[-1].bias.copy_(m_c)
     return True
 
 
@@ -121,7 +143,7 @@ def run_distill(cfg: DistillConfig) -> Path:
     run = Path(cfg.run_dir)
     try:
         cache = load_teacher_cache(cfg.cache_dir)
-        student = build_model(cfg.student, img_size=cfg.img_size, neck=cfg.neck)
+        student = build_model(cfg.student, img_size=cfg.img_size, neck=cfg.neck, prior=cfg.embed_prior)
         check_shapes(student, cache)
         teacher = build_model(cfg.teacher, cfg.teacher_checkpoint or None)
         if weights_sha256(teacher.image_encoder) != cache.signature["weights_sha256"]:
@@ -140,7 +162,7 @@ def run_distill(cfg: DistillConfig) -> Path:
         encoder = student.image_encoder.to(device).train()
         opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = 0
-        init_output_affine(encoder, cache, [cache_key(s.id, c) for s, c in data.items[:64]])
+        init_output_affine(encoder, cache, [cache_key(s.id, c) for s, c in data.items[:cfg.init_items or None]])
         state = R.load_state(run / "train_state.pt")
         if state is not None:
             encoder.load_state_dict(state["encoder"])

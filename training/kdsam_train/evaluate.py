@@ -13,7 +13,14 @@ model's input frame):
   foreground); reported after 1, 3 and 5 clicks (``clicks_1`` .. ``clicks_5``).
 
 Metrics (:mod:`.metrics`) are computed at the original resolution, distances in pixels,
-NSD tolerance 2 px. A model spec is ``label=name``, ``label=name:checkpoint`` (registry),
+NSD tolerance 2 px.
+
+``blank_control`` (an image-blindness control): each model is also run with the embedding of an
+all-black image of the same size and the same prompts, reported as ``<label>|blank``. A model
+whose Dice barely moves when the image is taken away is answering from the prompt's shape, not
+from the image; the markdown gives the real-minus-blank Dice per dataset and protocol.
+
+A model spec is ``label=name``, ``label=name:checkpoint`` (registry),
 ``label=path.safetensors`` (a KD SAM checkpoint), each optionally ``@cache_dir`` to take its
 embeddings from an fp16 embedding cache checked against that model.
 """
@@ -70,8 +77,9 @@ class EvalModel:
         self.source = rest + (f" (embeddings from the fp16 cache {cache_dir})" if cache_dir else "")
 
     @torch.inference_mode()
-    def embed(self, sample_id: str, image: np.ndarray) -> torch.Tensor:
-        if self.cache is not None and cache_key(sample_id) in self.cache:
+    def embed(self, sample_id: str | None, image: np.ndarray) -> torch.Tensor:
+        """(1, C, G, G) embedding; from the cache when it holds ``sample_id`` (None: never)."""
+        if sample_id is not None and self.cache is not None and cache_key(sample_id) in self.cache:
             return self.cache.get(cache_key(sample_id)).float()[None].to(self.device)
         return self.model.encode(preprocess(image, self.model.preprocess).to(self.device))
 
@@ -93,10 +101,10 @@ class EvalModel:
         return (postprocess_masks(low[:, k:k + 1], hw, s)[0, 0] > 0).cpu().numpy()
 
 
-def evaluate_sample(m: EvalModel, sample_id: str, image: np.ndarray, gt: np.ndarray, cfg: EvalConfig) -> dict:
-    """{protocol: metrics} of one model on one image."""
+def evaluate_sample(m: EvalModel, sample_id: str, emb: torch.Tensor, gt: np.ndarray, cfg: EvalConfig) -> dict:
+    """{protocol: metrics} of one model on one image, given the image's embedding ``emb``
+    (prompts depend on ``sample_id`` and ``gt`` only, so a control embedding gets the same)."""
     hw = gt.shape
-    emb = m.embed(sample_id, image)
     out = {}
     if "box" in cfg.protocols:
         out["box"] = all_metrics(m.predict(emb, hw, box=box_from_mask(gt)), gt)
@@ -169,6 +177,25 @@ def markdown_table(summary: dict, labels: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def blank_table(summary: dict, labels: list[str]) -> str:
+    """Dice real / blank / real - blank per dataset and protocol, for each model."""
+    head = "| dataset | protocol | " + " | ".join(f"{lab} real | {lab} blank | {lab} real-blank" for lab in labels)
+    lines = [head + " |", "|" + "---|" * (2 + 3 * len(labels))]
+    first = summary[labels[0]]
+    for ds in [d for d in first if d != "all"] + ["all"]:
+        for proto in first[ds]:
+            cells = []
+            for lab in labels:
+                real = summary.get(lab, {}).get(ds, {}).get(proto, {}).get("dice")
+                blank = summary.get(f"{lab}|blank", {}).get(ds, {}).get(proto, {}).get("dice")
+                if real is None or blank is None:
+                    cells += ["", "", ""]
+                else:
+                    cells += [f"{real:.4f}", f"{blank:.4f}", f"{real - blank:+.4f}"]
+            lines.append(f"| {ds} | {proto} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def run_evaluate(cfg: EvalConfig) -> dict:
     """Evaluate every model on the same samples; writes ``<out>.json`` and ``<out>.md``."""
     from tqdm import tqdm
@@ -181,8 +208,12 @@ def run_evaluate(cfg: EvalConfig) -> dict:
     for s, image, gt in tqdm(eval_samples(samples, cfg, skips), desc=f"evaluate {cfg.split}", total=len(samples),
                              dynamic_ncols=True, mininterval=10):
         for m in models:
-            for proto, met in evaluate_sample(m, s.id, image, gt, cfg).items():
-                rows.append({"model": m.label, "dataset": s.dataset, "id": s.id, "protocol": proto, **met})
+            runs = [(m.label, m.embed(s.id, image))]
+            if cfg.blank_control:
+                runs.append((f"{m.label}|blank", m.embed(None, np.zeros_like(image))))
+            for label, emb in runs:
+                for proto, met in evaluate_sample(m, s.id, emb, gt, cfg).items():
+                    rows.append({"model": label, "dataset": s.dataset, "id": s.id, "protocol": proto, **met})
     if not rows:
         raise KDSAMError(f"no usable samples in split {cfg.split!r} ({skips.summary()})")
     summary = summarise(rows)
@@ -197,6 +228,10 @@ def run_evaluate(cfg: EvalConfig) -> dict:
           + "; ".join(f"**{m.label}** = {m.source}" for m in models)
           + f". Skipped: {skips.total} {dict(skips.counts)}. Distances in pixels, NSD tolerance 2 px.\n\n"
           + markdown_table(summary, labels))
+    if cfg.blank_control:
+        md += ("\nImage-blindness control: Dice with the real image, with an all-black image (same prompts), "
+               "and their difference. A difference near 0 means the model does not use the image.\n\n"
+               + blank_table(summary, labels))
     out.with_suffix(".md").write_text(md)
     write_config(cfg, out.with_suffix(".config.yaml"))
     log.info("wrote %s and %s", out.with_suffix(".json"), out.with_suffix(".md"))
