@@ -12,13 +12,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .atomic import atomic_path
 log = logging.getLogger(__name__)
 
 
@@ -70,13 +70,7 @@ class DiskEmbeddingStore:
     def save(self, image_hash: str, shape, embedding: torch.Tensor) -> Path:
         sig = self._signature(image_hash, shape)
         path = self._path(sig)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             save_file({"embedding": embedding.detach().to("cpu", self.dtype).contiguous()}, tmp,
                       metadata={"signature": json.dumps(sig)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path

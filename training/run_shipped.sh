@@ -4,7 +4,7 @@
 #   nohup bash training/run_shipped.sh cache > runs/shipped_cache.log 2>&1 &
 #   nohup bash training/run_shipped.sh distill finetune eval > runs/shipped.log 2>&1 &
 # Every stage resumes from its last checkpoint when started again.
-# Stages: cache, distill, finetune (v1, session 1: collapsed phase 1, see training/README.md);
+# Stages: v1 (restore the v1 weights from git), cache, distill, finetune (v1, session 1: collapsed phase 1, see training/README.md);
 # distill-v2, finetune-v2 (v2, the shipped weights if the model card says so), diagnose and
 # eval-val (v1 vs v2 vs teacher on val), eval (the test tables of the model card);
 # coupled, eval-coupled (the coupled baseline, from the step-300 v1 phase-1 encoder kept in
@@ -17,6 +17,10 @@ stamp() { echo "=== $(date -u +%FT%TZ) $*"; }
 for stage in "$@"; do
   stamp "$stage start"
   case "$stage" in
+    v1)       # the first shipped weights (v1), as committed in 67d18f4, for the v1-vs-v2 comparisons
+              mkdir -p runs/finetune_kdsam256_v1
+              git show 67d18f4:resources/weights/kdsam_default.safetensors \
+                > runs/finetune_kdsam256_v1/student_final.safetensors ;;
     cache)    kdsam-train cache    --config training/configs/cache_lite_medsam.yaml ;;
     distill)  kdsam-train distill  --config training/configs/distill_kdsam256.yaml ;;
     finetune) kdsam-train finetune --config training/configs/finetune_kdsam256.yaml ;;

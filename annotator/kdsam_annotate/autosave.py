@@ -13,11 +13,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from kdsam_core.atomic import write_text
 from kdsam_core.io import Volume, load_volume, save_mask
 
 from .session import Session
@@ -78,10 +78,7 @@ class Autosave:
         self.dir.mkdir(parents=True, exist_ok=True)
         save_mask(mask, self.dir / MASK_FILE, reference=self.reference, overwrite=True)
         state.update(source=self.source, saved_at=_dt.datetime.now().isoformat(timespec="seconds"))
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state.", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f)
-        os.replace(tmp, self.dir / STATE_FILE)
+        write_text(self.dir / STATE_FILE, json.dumps(state))
         log.debug("autosaved to %s", self.dir)
         return self.dir
 

@@ -8,11 +8,11 @@ in the same folder and renamed, so an interrupted write never leaves half a file
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import InputError
 from .readers import ITK_SUFFIXES, _suffix
 from .volume import Volume
@@ -132,13 +132,6 @@ def _version() -> str:
 
 
 def _atomic(path: Path, write) -> Path:
-    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -8,7 +8,7 @@ and ``MaskDecoder``, with the preprocessing the encoder was trained with
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer

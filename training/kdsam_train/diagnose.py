@@ -24,7 +24,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from kdsam_core.errors import KDSAMError

@@ -6,13 +6,13 @@ import csv
 import logging
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from kdsam_core.atomic import atomic_path
 from kdsam_core.device import pick_device, set_threads
 
 log = logging.getLogger(__name__)
@@ -75,16 +75,8 @@ def _py_state():
 
 def save_state(path: str | os.PathLike, state: dict) -> None:
     """``torch.save`` to a temporary file, then ``os.replace``: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_run_state(path: str | os.PathLike, weights_key: str, module, opt, step: int, skips, *,

@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from kdsam_core.errors import InputError
+from kdsam_core.atomic import write_text
 
 from .data import Sample
 
@@ -47,10 +48,7 @@ def write_splits(path: str | os.PathLike, splits: dict[str, list[str]], **info) 
     doc = dict(info)
     doc["counts"] = {k: len(v) for k, v in splits.items()}
     doc["splits"] = splits
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
 def read_splits(path: str | os.PathLike) -> dict[str, list[str]]:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from kdsam_core.atomic import atomic_path, write_text
 from kdsam_core.errors import KDSAMError
 from kdsam_core.model.promptable import PromptableSAM
 from kdsam_core.transforms import preprocess
@@ -117,14 +117,8 @@ class EmbeddingCache:
     def write_shard(self, tensors: dict[str, torch.Tensor]) -> Path:
         n = len(list(self.root.glob("shard_*.safetensors")))
         path = self.root / f"shard_{n:05d}.safetensors"
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             save_file({k: v.to(torch.float16).contiguous() for k, v in tensors.items()}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         for k in tensors:
             self._where[k] = path
         return path
@@ -186,6 +180,4 @@ def fill_cache(model: PromptableSAM, cache: EmbeddingCache, samples: list[Sample
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+    write_text(path, text + "\n")
