@@ -6,7 +6,7 @@
 # Every stage resumes from its last checkpoint when started again.
 # Stages: v1 (restore the v1 weights from git), cache, distill, finetune (v1, session 1: collapsed phase 1, see training/README.md);
 # distill-v2, finetune-v2 (v2, the shipped weights if the model card says so), diagnose and
-# eval-val (v1 vs v2 vs teacher on val), eval (the test tables of the model card);
+# eval-val (v1 vs v2 vs teacher on val), eval (v1 on test), eval-v2 (v2 on test, the model card);
 # coupled, eval-coupled (the coupled baseline, from the step-300 v1 phase-1 encoder kept in
 # runs/distill_kdsam256_step300).
 set -euo pipefail
@@ -28,9 +28,10 @@ for stage in "$@"; do
     finetune-v2) kdsam-train finetune --config training/configs/finetune_kdsam256_v2.yaml ;;
     diagnose) kdsam-train diagnose --split val --out training/results/diagnose_val --threads 2 --students \
                   v1=runs/finetune_kdsam256_v1/student_final.safetensors \
-                  v2=runs/finetune_kdsam256_v2/student_final.safetensors ;;
+                  v2=runs/distill_kdsam256_v2/student_phase1.safetensors ;;   # phase 2 keeps this encoder
     eval-val) kdsam-train evaluate --config training/configs/eval_val_v2.yaml ;;
-    eval)     kdsam-train evaluate --config training/configs/eval_test.yaml ;;
+    eval)     kdsam-train evaluate --config training/configs/eval_test.yaml ;;      # v1
+    eval-v2)  kdsam-train evaluate --config training/configs/eval_test_v2.yaml ;;   # v2, with blank control
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;
