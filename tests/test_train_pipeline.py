@@ -57,6 +57,7 @@ def distill_args(w, run, steps, **extra):
             "--teacher-checkpoint", str(w["teacher"]), "--student", "kdsam_tiny", "--img-size", "64",
             "--run-dir", str(run), "--steps", str(steps), "--batch-size", "3", "--ckpt-every", "2",
             "--log-every", "1", "--warmup-steps", "1", "--lr", "0.002", "--threads", "1"]
+    extra.setdefault("perceptual", "decoder")  # the default is none; cover the decoder term here
     for k, v in extra.items():
         args += ["--" + k.replace("_", "-"), str(v)]
     return args

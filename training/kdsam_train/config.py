@@ -61,7 +61,9 @@ class DistillConfig:
     lr: float = 2e-4  # 2e-3 collapsed the v1 student to one embedding (training/README.md)
     weight_decay: float = 1e-4
     warmup_steps: int = 50
-    perceptual: str = "decoder"  # decoder | vgg | none
+    # decoder | vgg | none. none: the shipped v2 weights; decoder at lambda 0.1 made the embed_prior
+    # head diverge (training/README.md, "Perceptual loss"); vgg needs ImageNet VGG16 weights
+    perceptual: str = "none"
     lambda_perceptual: float = 0.1
     perceptual_samples: int = 0  # decoder term: >0 uses only this many items per batch (CPU time)
     vgg_weights: str = ""
