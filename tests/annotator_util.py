@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -102,6 +103,17 @@ def key(w, sequence: str) -> None:
     QTest.keyClick(w.canvas, Qt.Key(code & ~int(Qt.KeyboardModifierMask)),
                    Qt.KeyboardModifiers(code & int(Qt.KeyboardModifierMask)))
     assert w.worker.wait_idle(60)
+
+
+def wait_encoded(w, timeout_s: float = 60.0) -> None:
+    """Wait for the shown slice's background encode (an uncounted prefetch, which wait_idle does
+    not wait for) and deliver its "Slice encoded" status message."""
+    end = time.monotonic() + timeout_s
+    while not w.worker.predictor.has_embedding(w.slice_key(w.index)):
+        assert time.monotonic() < end, "the shown slice was never encoded"
+        QApplication.processEvents()
+        time.sleep(0.005)
+    QTest.qWait(100)
 
 
 def overlay_mask(w) -> np.ndarray:

@@ -2,7 +2,8 @@
 is the predictor's answer, candidates, labels, undo/redo by keyboard, propagation, help."""
 
 import numpy as np
-from annotator_util import OraclePredictor, Spy, click, drag, key, messages, overlay_mask, qapp, window  # noqa: F401
+from annotator_util import (OraclePredictor, Spy, click, drag, key, messages, overlay_mask, qapp,  # noqa: F401
+                             wait_encoded, window)
 from kdsam_annotate.actions import ACTIONS, help_dialog
 from PIL import Image
 from PyQt5.QtCore import QEvent, QPoint, QPointF, Qt
@@ -199,6 +200,7 @@ def test_slicing_along_y_and_x_with_true_aspect(window, tmp_path, messages, disk
     assert not messages["critical"]
     window.session.mark_saved()
     window.open_path(_png(tmp_path, disk_image))  # a 2D image has one axis
+    wait_encoded(window)  # its "Slice encoded" message first, not over the one checked below
     assert not window.axis_combo.isEnabled()
     key(window, "X")
     assert window.axis == 0 and "2D" in window.statusBar().currentMessage()
