@@ -175,3 +175,33 @@ def test_bench_user_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("kdsam-bench: error:") == 3 and "Traceback" not in err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_accuracy_runs_every_backend_on_the_same_images(tmp_path, tiny_onnx):
+    """kdsam-bench accuracy end to end on a synthetic split: torch, onnx and onnx-int8 rows on the
+    same images, fp32 ONNX equal to torch, and the paired differences computed from them."""
+    from kdsam_bench.accuracy import evaluate_backends
+    from kdsam_core.checkpoint import save_checkpoint
+    from kdsam_core.model.build import checkpoint_metadata
+    from kdsam_train.splits import write_splits
+    from train_helpers import make_dataset
+
+    model = tiny_onnx[0]
+    ckpt = save_checkpoint(model.state_dict(), tmp_path / "tiny.safetensors", checkpoint_metadata(model))
+    data = make_dataset(tmp_path / "data", "synth", n=6)
+    ids = [f"synth/img{i:03d}" for i in range(6)]
+    split = write_splits(tmp_path / "splits.json", {"train": ids[:3], "val": ids[3:], "test": []})
+    out = tmp_path / "acc"
+    result = evaluate_backends(str(ckpt), backends=("torch", "onnx", "onnx-int8"), data_root=str(data),
+                               split="val", split_file=str(split), threads=1, onnx_dir=str(tmp_path / "onnx"),
+                               out=str(out), calibration_images=2)
+    labels = [f"kdsam_tiny@{model.img_size}/{b}" for b in ("torch", "onnx", "onnx-int8")]
+    assert list(result["models"]) == labels
+    assert result["int8_calibration"]["images"] and set(result["int8_calibration"]["images"]) <= set(ids[:3])
+    for lab in labels:
+        assert {r["id"] for r in result["per_image"] if r["model"] == lab} == set(ids[3:])
+    for proto in ("box", "click"):
+        assert result["summary"][labels[1]]["all"][proto]["dice"] == pytest.approx(
+            result["summary"][labels[0]]["all"][proto]["dice"], abs=1e-3)
+        assert result["paired_vs_torch"][labels[2]][proto]["n"] == 3
+    assert out.with_suffix(".json").exists() and out.with_suffix(".md").exists()

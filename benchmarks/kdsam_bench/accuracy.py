@@ -131,7 +131,7 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
     rows = []
     for i, (s, image, gt) in enumerate(eval_samples(samples, cfg, skips)):
         for m in models:
-            for proto, met in evaluate_sample(m, s.id, image, gt, cfg).items():
+            for proto, met in evaluate_sample(m, s.id, m.embed(None, image), gt, cfg).items():
                 rows.append({"model": m.label, "dataset": s.dataset, "id": s.id, "protocol": proto, **met})
         if progress is not None:
             progress(i + 1, len(samples))
