@@ -30,7 +30,10 @@ for stage in "$@"; do
                   v1=runs/finetune_kdsam256_v1/student_final.safetensors \
                   v2=runs/distill_kdsam256_v2/student_phase1.safetensors ;;   # phase 2 keeps this encoder
     eval-val) kdsam-train evaluate --config training/configs/eval_val_v2.yaml ;;
-    eval)     kdsam-train evaluate --config training/configs/eval_test.yaml ;;      # v1
+    eval)     kdsam-train evaluate --config training/configs/eval_test.yaml      # v1: test, then val
+              stamp "eval-val-v1 start"
+              kdsam-train evaluate --config training/configs/eval_test.yaml --split val --max-per-dataset 15 \
+                  --out training/results/val ;;
     eval-v2)  kdsam-train evaluate --config training/configs/eval_test_v2.yaml ;;   # v2, with blank control
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from kdsam_core.atomic import write_text
+
 DEFAULT_SPLIT_FILE = str(Path(__file__).resolve().parents[1] / "splits" / "shared_data_v1.json")
 
 
@@ -183,6 +185,4 @@ def resolve(cls: type, args: argparse.Namespace):
 
 
 def write_config(cfg, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    write_text(path, yaml.safe_dump(asdict(cfg), sort_keys=False))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from kdsam_core.atomic import write_text
 from kdsam_core.errors import KDSAMError
 from kdsam_core.model.build import load_model
 from kdsam_core.transforms import preprocess
@@ -87,8 +88,8 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
               "students": rows}
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
+    write_text(out.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
+    write_text(out.with_suffix(".md"), markdown(result))
     write_config(cfg, out.with_suffix(".config.yaml"))
     return result
 

@@ -162,9 +162,10 @@ def run_distill(cfg: DistillConfig) -> Path:
         encoder = student.image_encoder.to(device).train()
         opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = 0
-        init_output_affine(encoder, cache, [cache_key(s.id, c) for s, c in data.items[:cfg.init_items or None]])
         state = R.load_state(run / "train_state.pt")
-        if state is not None:
+        if state is None:  # a resumed run gets all of this from its state, RNG included
+            init_output_affine(encoder, cache, [cache_key(s.id, c) for s, c in data.items[:cfg.init_items or None]])
+        else:
             encoder.load_state_dict(state["encoder"])
             opt.load_state_dict(state["optimizer"])
             R.set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])

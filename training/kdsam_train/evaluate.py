@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdsam_core.atomic import write_text
 from kdsam_core.errors import KDSAMError
 from kdsam_core.model.build import MODEL_REGISTRY, build_model, load_model
 from kdsam_core.transforms import boxes_to_model, coords_to_model, postprocess_masks, preprocess
@@ -223,7 +224,7 @@ def run_evaluate(cfg: EvalConfig) -> dict:
               "max_per_dataset": cfg.max_per_dataset, "skipped": skips.summary(), "summary": summary, "per_image": rows}
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    write_text(out.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
     md = (f"Split `{cfg.split}` of `{Path(cfg.split_file).name}`; models: "
           + "; ".join(f"**{m.label}** = {m.source}" for m in models)
           + f". Skipped: {skips.total} {dict(skips.counts)}. Distances in pixels, NSD tolerance 2 px.\n\n"
@@ -232,7 +233,7 @@ def run_evaluate(cfg: EvalConfig) -> dict:
         md += ("\nImage-blindness control: Dice with the real image, with an all-black image (same prompts), "
                "and their difference. A difference near 0 means the model does not use the image.\n\n"
                + blank_table(summary, labels))
-    out.with_suffix(".md").write_text(md)
+    write_text(out.with_suffix(".md"), md)
     write_config(cfg, out.with_suffix(".config.yaml"))
     log.info("wrote %s and %s", out.with_suffix(".json"), out.with_suffix(".md"))
     return result

@@ -13,8 +13,8 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from kdsam_core.errors import InputError
 from kdsam_core.atomic import write_text
+from kdsam_core.errors import InputError
 
 from .data import Sample
 

@@ -85,7 +85,7 @@ class EmbeddingCache:
                     + "; use another --cache folder or delete this one")
         elif create:
             self.root.mkdir(parents=True, exist_ok=True)
-            _atomic_text(sig_file, json.dumps(signature, indent=1))
+            write_text(sig_file, json.dumps(signature, indent=1) + "\n")
         else:
             raise CacheMismatchError(f"{self.root} is not an embedding cache (no signature.json)")
         self._where: dict[str, Path] = {}
@@ -177,7 +177,3 @@ def fill_cache(model: PromptableSAM, cache: EmbeddingCache, samples: list[Sample
     if pending:
         cache.write_shard(pending)
     return skips
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    write_text(path, text + "\n")
