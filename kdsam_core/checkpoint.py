@@ -14,13 +14,13 @@ Nothing here unpickles: ``.pth`` / ``.pt`` files (official SAM, LiteMedSAM) go t
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .atomic import atomic_path
@@ -49,6 +49,15 @@ def save_checkpoint(state_dict: dict, path: str | os.PathLike, metadata: dict, *
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta)})
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

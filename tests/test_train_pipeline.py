@@ -1,5 +1,6 @@
 """The training package end to end on synthetic data with tiny models (no shared/ data)."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -156,6 +157,13 @@ def test_distill_runs_and_learns(world, tmp_path):
     meta = json.loads(__import__("safetensors").safe_open(str(tmp_path / "d" / "student_phase1.safetensors"),
                                                           "pt").metadata()["kdsam"])
     assert meta["phase"] == 1 and meta["steps"] == 8 and meta["perceptual"] == "decoder"
+    # the split file is named portably (outside the repository: its absolute path) with its hash
+    td = meta["training_data"]
+    assert td["split_file"] == str(world["split"].resolve()) and td["split"] == "train"
+    assert td["split_file_sha256"] == hashlib.sha256(world["split"].read_bytes()).hexdigest()
+    from kdsam_train.config import DEFAULT_SPLIT_FILE
+    from kdsam_train.splits import split_record
+    assert split_record(DEFAULT_SPLIT_FILE)["split_file"] == "training/splits/shared_data_v1.json"
 
 
 def test_embed_prior_is_the_teacher_mean_and_travels_with_the_weights(world, tmp_path):
@@ -178,6 +186,32 @@ def test_embed_prior_is_the_teacher_mean_and_travels_with_the_weights(world, tmp
     # without the option the checkpoint has no buffer and its config no key (older checkpoints load)
     assert "prior" not in build_model("kdsam_tiny").config
     assert not any(k.endswith("prior") for k in build_model("kdsam_tiny").state_dict())
+
+
+def test_init_encoder_warm_starts_from_a_checkpoint_and_refuses_another_student(world, tmp_path):
+    """--init-encoder: the run starts from that checkpoint's encoder (prior included, not re-initialised
+    from the cache) and records it; a checkpoint of another architecture is an error before step 1."""
+    assert cli.main(distill_args(world, tmp_path / "a", 3, embed_prior="true", perceptual="none")) == 0
+    src = tmp_path / "a" / "student_phase1.safetensors"
+    # lr 0: the warm-started run must end where the source encoder was
+    assert cli.main(distill_args(world, tmp_path / "b", 2, embed_prior="true", perceptual="none", lr=0,
+                                 init_encoder=src)) == 0
+    a, b = load_file(src), load_file(tmp_path / "b" / "student_phase1.safetensors")
+    # every weight and the prior (BatchNorm's running statistics move in train mode even at lr 0)
+    enc = [k for k in a if k.startswith("image_encoder.") and "running_" not in k and "num_batches" not in k]
+    assert "image_encoder.prior" in enc and all(torch.equal(a[k], b[k]) for k in enc)
+    # without it the same lr-0 run ends at the fresh initialisation, not at the source's trained weights
+    assert cli.main(distill_args(world, tmp_path / "c", 2, embed_prior="true", perceptual="none", lr=0)) == 0
+    c = load_file(tmp_path / "c" / "student_phase1.safetensors")
+    assert any(not torch.equal(a[k], c[k]) for k in enc)
+    meta = json.loads(__import__("safetensors").safe_open(str(tmp_path / "b" / "student_phase1.safetensors"),
+                                                          "pt").metadata()["kdsam"])
+    assert meta["init_encoder"]["checkpoint"] == str(src)
+    assert meta["init_encoder"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    # a student without the prior buffer does not fit this one
+    assert cli.main(distill_args(world, tmp_path / "x", 2, embed_prior="false", perceptual="none",
+                                 init_encoder=src)) == 2
+    assert not (tmp_path / "x" / "train_state.pt").exists()
 
 
 def test_diagnose_tells_a_collapsed_student_from_one_that_follows_the_teacher(world, tmp_path):

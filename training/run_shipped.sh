@@ -8,7 +8,9 @@
 # distill-v2, finetune-v2 (v2, the shipped weights if the model card says so), diagnose and
 # eval-val (v1 vs v2 vs teacher on val), eval (v1 on test), eval-v2 (v2 on test, the model card);
 # coupled, eval-coupled (the coupled baseline, from the step-300 v1 phase-1 encoder kept in
-# runs/distill_kdsam256_step300).
+# runs/distill_kdsam256_step300);
+# v2 (restore the v2 weights from git), distill-v3, finetune-v3 (v2's phase 1 trained on from its
+# weights, a fresh phase 2), diagnose-v3, eval-val-v3 (v2 vs v3 vs teacher on val), eval-v3 (test).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -21,6 +23,10 @@ for stage in "$@"; do
               mkdir -p runs/finetune_kdsam256_v1
               git show 67d18f4:resources/weights/kdsam_default.safetensors \
                 > runs/finetune_kdsam256_v1/student_final.safetensors ;;
+    v2)       # the v2 weights as shipped in 6025644 (session 4), the warm start of v3
+              mkdir -p runs/finetune_kdsam256_v2
+              git show 6025644:resources/weights/kdsam_default.safetensors \
+                > runs/finetune_kdsam256_v2/student_final.safetensors ;;
     cache)    kdsam-train cache    --config training/configs/cache_lite_medsam.yaml ;;
     distill)  kdsam-train distill  --config training/configs/distill_kdsam256.yaml ;;
     finetune) kdsam-train finetune --config training/configs/finetune_kdsam256.yaml ;;
@@ -35,6 +41,13 @@ for stage in "$@"; do
               kdsam-train evaluate --config training/configs/eval_test.yaml --split val --max-per-dataset 15 \
                   --out training/results/val ;;
     eval-v2)  kdsam-train evaluate --config training/configs/eval_test_v2.yaml ;;   # v2, with blank control
+    distill-v3)  kdsam-train distill  --config training/configs/distill_kdsam256_v3.yaml ;;
+    finetune-v3) kdsam-train finetune --config training/configs/finetune_kdsam256_v3.yaml ;;
+    diagnose-v3) kdsam-train diagnose --split val --out training/results/diagnose_val_v3 --threads 2 --students \
+                  v2=runs/finetune_kdsam256_v2/student_final.safetensors \
+                  v3=runs/distill_kdsam256_v3/student_phase1.safetensors ;;
+    eval-val-v3) kdsam-train evaluate --config training/configs/eval_val_v3.yaml ;;
+    eval-v3)  kdsam-train evaluate --config training/configs/eval_test_v3.yaml ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;

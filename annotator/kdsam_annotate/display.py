@@ -12,7 +12,6 @@ from PyQt5.QtGui import QImage
 
 from kdsam_core.io import Volume, window_to_uint8
 
-
 AXIS_NAMES = ("z", "y", "x")  # the volume array's (z, y, x) axes
 
 

@@ -86,6 +86,10 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
     The int8 encoder is calibrated on ``calibration_images`` images of ``calibration_split``
     (never the evaluated split); graphs go to ``onnx_dir`` (default: a new temporary folder).
     """
+    from kdsam_core.device import set_threads
+    from kdsam_core.errors import KDSAMError
+    from kdsam_core.fast import INT8_ENCODER_OPS, exported_folder, make_runner
+    from kdsam_core.model import build_model, load_model
     from kdsam_train.config import DEFAULT_SPLIT_FILE, EvalConfig
     from kdsam_train.data import SkipLog, discover
     from kdsam_train.evaluate import (
@@ -96,11 +100,6 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
         summarise,
     )
     from kdsam_train.splits import read_splits, select
-
-    from kdsam_core.device import set_threads
-    from kdsam_core.errors import KDSAMError
-    from kdsam_core.fast import INT8_ENCODER_OPS, exported_folder, make_runner
-    from kdsam_core.model import build_model, load_model
 
     set_threads(threads)
     cpu = torch.device("cpu")

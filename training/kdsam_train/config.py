@@ -57,6 +57,9 @@ class DistillConfig:
     neck: str = "fpn"
     embed_prior: bool = True  # add the teacher's mean embedding as a fixed buffer (learn the residual)
     init_items: int = 0  # training items whose teacher statistics initialise the output and prior (0: all)
+    # a KD SAM checkpoint whose image encoder starts this run (a warm start: the optimiser, the
+    # schedule and the step count start afresh; the output is not re-initialised). Empty: random init
+    init_encoder: str = ""
     run_dir: str = "runs/distill"
     steps: int = 1000
     batch_size: int = 8

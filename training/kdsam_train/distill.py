@@ -21,9 +21,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from kdsam_core.checkpoint import save_checkpoint
+from kdsam_core.checkpoint import file_sha256, load_into, save_checkpoint
 from kdsam_core.errors import KDSAMError
-from kdsam_core.model.build import build_model, checkpoint_metadata
+from kdsam_core.model.build import build_model, checkpoint_metadata, load_model
 from kdsam_core.transforms import boxes_to_model, preprocess
 
 from . import runtime as R
@@ -31,7 +31,7 @@ from .config import DistillConfig, write_config
 from .data import SkipLog, discover
 from .losses import build_perceptual, embedding_mse
 from .prompts import box_from_mask, jitter_box
-from .splits import read_splits, select
+from .splits import read_splits, select, split_record
 from .teacher_cache import EmbeddingCache, cache_key, sample_view, weights_sha256
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,21 @@ def init_output_affine(encoder: torch.nn.Module, cache: EmbeddingCache, keys: li
     return True
 
 
+def warm_start(encoder: torch.nn.Module, student, checkpoint: str) -> None:
+    """Load the image encoder of the KD SAM ``checkpoint`` into ``encoder`` (the student being trained).
+
+    The checkpoint must describe the same student (model name, image size, neck, prior); a
+    mismatch is a :class:`KDSAMError` before any training step.
+    """
+    source = load_model(checkpoint)
+    if getattr(source, "name", None) != getattr(student, "name", None) or source.config != student.config:
+        raise KDSAMError(f"--init-encoder {checkpoint} holds a {getattr(source, 'name', '?')} student with "
+                         f"config {source.config}, but this run trains {getattr(student, 'name', '?')} with "
+                         f"{student.config}; set --student/--img-size/--neck/--embed-prior to match it")
+    load_into(encoder, source.image_encoder.state_dict(), source=str(checkpoint), what="student image encoder")
+    log.info("warm start: image encoder from %s", checkpoint)
+
+
 def run_distill(cfg: DistillConfig) -> Path:
     """Train; returns the exported ``student_phase1.safetensors``."""
     device, rank, world = R.setup(cfg.device, cfg.threads, cfg.seed)
@@ -163,7 +178,9 @@ def run_distill(cfg: DistillConfig) -> Path:
         opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = 0
         state = R.load_state(run / "train_state.pt")
-        if state is None:  # a resumed run gets all of this from its state, RNG included
+        if state is None and cfg.init_encoder:
+            warm_start(encoder, student, cfg.init_encoder)
+        elif state is None:  # a resumed run gets all of this from its state, RNG included
             init_output_affine(encoder, cache, [cache_key(s.id, c) for s, c in data.items[:cfg.init_items or None]])
         else:
             encoder.load_state_dict(state["encoder"])
@@ -185,7 +202,9 @@ def run_distill(cfg: DistillConfig) -> Path:
                 teacher={"name": cfg.teacher, "weights_sha256": cache.signature["weights_sha256"]},
                 perceptual=cfg.perceptual, lambda_perceptual=cfg.lambda_perceptual,
                 perceptual_samples=cfg.perceptual_samples,
-                training_data={"split_file": str(cfg.split_file), "split": "train", "items": len(data)},
+                training_data={**split_record(cfg.split_file), "split": "train", "items": len(data)},
+                init_encoder=({"checkpoint": str(cfg.init_encoder), "sha256": file_sha256(cfg.init_encoder)}
+                              if cfg.init_encoder else None),
                 skipped=skips.summary()), overwrite=True)
             log.info("phase 1 done at step %d: %s; skipped %s", step, out, skips.summary())
             return out

@@ -39,14 +39,19 @@ import torch
 from kdsam_core.atomic import write_text
 from kdsam_core.errors import KDSAMError
 from kdsam_core.model.build import MODEL_REGISTRY, build_model, load_model
-from kdsam_core.transforms import boxes_to_model, coords_to_model, postprocess_masks, preprocess
+from kdsam_core.transforms import (
+    boxes_to_model,
+    coords_to_model,
+    postprocess_masks,
+    preprocess,
+)
 
 from . import runtime as R
 from .config import EvalConfig, write_config
 from .data import SkipLog, discover, load_pair
 from .metrics import all_metrics
 from .prompts import box_from_mask, center_click, correction_click, jitter_box
-from .splits import read_splits, select
+from .splits import read_splits, select, split_record
 from .teacher_cache import EmbeddingCache, cache_key, signature_for
 
 log = logging.getLogger(__name__)
@@ -219,7 +224,7 @@ def run_evaluate(cfg: EvalConfig) -> dict:
         raise KDSAMError(f"no usable samples in split {cfg.split!r} ({skips.summary()})")
     summary = summarise(rows)
     labels = [m.label for m in models]
-    result = {"split": cfg.split, "split_file": str(cfg.split_file), "models": {m.label: m.source for m in models},
+    result = {"split": cfg.split, **split_record(cfg.split_file), "models": {m.label: m.source for m in models},
               "protocols": cfg.protocols, "box_jitter": cfg.box_jitter, "nsd_tolerance_px": 2.0,
               "max_per_dataset": cfg.max_per_dataset, "skipped": skips.summary(), "summary": summary, "per_image": rows}
     out = Path(cfg.out)

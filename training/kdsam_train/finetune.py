@@ -15,7 +15,6 @@ Resume, logging and DDP as in phase 1 (gradients averaged across ranks with all-
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from kdsam_core.checkpoint import load_into, save_checkpoint
+from kdsam_core.checkpoint import file_sha256, load_into, save_checkpoint
 from kdsam_core.errors import KDSAMError
 from kdsam_core.model.build import build_model, checkpoint_metadata, load_model
 from kdsam_core.transforms import preprocess, resized_shape
@@ -36,7 +35,7 @@ from .config import FinetuneConfig, write_config
 from .data import SkipLog, discover, load_pair
 from .losses import mask_loss
 from .prompts import box_from_mask, correction_click, jitter_box, random_click
-from .splits import read_splits, select
+from .splits import read_splits, select, split_record
 from .teacher_cache import cache_key, fill_cache, open_cache
 
 log = logging.getLogger(__name__)
@@ -118,14 +117,6 @@ def _points(pts, labels, scale, device):
     return c, torch.tensor([labels], dtype=torch.int64, device=device)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def run_finetune(cfg: FinetuneConfig) -> Path:
     """Train; returns the exported ``student_final.safetensors``."""
     device, rank, world = R.setup(cfg.device, cfg.threads, cfg.seed)
@@ -184,12 +175,12 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             out = save_checkpoint(student.state_dict(), run / "student_final.safetensors", checkpoint_metadata(
                 student, phase=2, coupled=cfg.coupled, steps=step, batch_size=cfg.batch_size * world,
                 init_decoder=cfg.init_decoder, phase1_checkpoint=str(cfg.student_checkpoint),
-                phase1_sha256=_sha256(cfg.student_checkpoint),
+                phase1_sha256=file_sha256(cfg.student_checkpoint),
                 teacher=student.metadata.get("teacher"), phase1_steps=student.metadata.get("steps"),
                 perceptual=student.metadata.get("perceptual"),
                 prompts={"p_box": cfg.p_box, "box_jitter": cfg.box_jitter,
                          "max_correction_clicks": cfg.max_correction_clicks},
-                training_data={"split_file": str(cfg.split_file), "split": "train", "samples": len(samples)},
+                training_data={**split_record(cfg.split_file), "split": "train", "samples": len(samples)},
                 skipped=skips.summary()), overwrite=True)
             log.info("phase 2 done at step %d: %s; skipped %s", step, out, skips.summary())
             return out

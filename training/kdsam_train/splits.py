@@ -14,11 +14,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from kdsam_core.atomic import write_text
+from kdsam_core.checkpoint import file_sha256
 from kdsam_core.errors import InputError
 
 from .data import Sample
 
 SPLITS = ("train", "val", "test")
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_splits(samples: list[Sample], *, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
@@ -60,6 +62,17 @@ def read_splits(path: str | os.PathLike) -> dict[str, list[str]]:
     if not isinstance(splits, dict) or not set(SPLITS) <= set(splits):
         raise InputError(f"{path} is not a split file (needs train/val/test lists)")
     return splits
+
+
+def split_record(path: str | os.PathLike) -> dict:
+    """How checkpoints and results name the split file they used: its path relative to the
+    repository when it lies inside it (absolute otherwise) and the SHA-256 of its bytes."""
+    path = Path(path).resolve()
+    try:
+        shown = str(path.relative_to(_REPO_ROOT))
+    except ValueError:
+        shown = str(path)
+    return {"split_file": shown, "split_file_sha256": file_sha256(path)}
 
 
 def select(samples: list[Sample], ids: list[str]) -> list[Sample]:

@@ -10,14 +10,20 @@ Every 10 steps it prints the eval-mode MSE, the MSE of the n images' mean embedd
 the image) and the student's across-image variance (var-across). One thread; ~6 s a step.
 A one-off research probe, not part of the package.
 """
-import sys, time, torch, numpy as np
+import sys
+import time
+
+import numpy as np
+import torch
+
 torch.set_num_threads(1); torch.manual_seed(0)
 from kdsam_core.model.build import build_model
 from kdsam_train import distill as D
-from kdsam_train.teacher_cache import cache_key
-from kdsam_train.data import discover, SkipLog
-from kdsam_train.splits import read_splits, select
 from kdsam_train.config import DEFAULT_SPLIT_FILE
+from kdsam_train.data import SkipLog, discover
+from kdsam_train.splits import read_splits, select
+from kdsam_train.teacher_cache import cache_key
+
 lr = float(sys.argv[1]); steps = int(sys.argv[2]); n = int(sys.argv[3]); variant = sys.argv[4] if len(sys.argv) > 4 else 'base'
 cache = D.load_teacher_cache('runs/cache_lite_medsam')
 st = build_model('kdsam', img_size=256, neck='fpn'); enc = st.image_encoder
@@ -37,6 +43,7 @@ if variant.startswith('meanbuf'):
     with torch.no_grad():
         _last.weight.copy_((T - mean).std(dim=(0, 2, 3))); _last.bias.zero_()
 from segment_anything.modeling.common import LayerNorm2d
+
 last = [m for m in enc.modules() if isinstance(m, LayerNorm2d)][-1]
 if variant in ('freeze', 'freeze_corr'):
     last.weight.requires_grad_(False); last.bias.requires_grad_(False)
