@@ -9,11 +9,12 @@ One option picks the engine everywhere (predictor, ``kdsam`` CLI, Slicer module,
   a padding point when there is no box, ``has_mask_input``) feeding ``MaskDecoder.predict_masks``;
   it returns the four low-res masks and IoU scores, and the multimask choice (masks 1..3 or 0) is
   made here as in ``MaskDecoder.forward``.
-* ``onnx-int8``: the same graphs quantised by onnxruntime: the encoder statically (its Conv nodes,
-  QDQ, per-channel int8 weights, activations calibrated on a few images), the decoder dynamically
-  (int8 weights of MatMul/Gemm, as SAM's own ONNX example does). Measured on the validation split:
-  the ResNet student loses ~0.1 Dice points; LiteMedSAM's TinyViT loses ~6 box-Dice points (use
-  "onnx" for it).
+* ``onnx-int8``: the encoder quantised statically by onnxruntime (its Conv nodes, QDQ, per-channel
+  int8 weights, activations calibrated on a few images); the decoder stays the fp32 graph. SAM's
+  own ONNX example quantises the decoder dynamically (int8 MatMul/Gemm weights); on the v3
+  student that cost 7.1 one-click Dice points on the validation split (`kdsam-bench accuracy`,
+  55 images) to save ~10-17 ms a click, so it is not done (benchmarks/README.md). The ResNet student's encoder loses
+  ~0.1 Dice points; LiteMedSAM's TinyViT loses ~6 box-Dice points (use "onnx" for it).
 
 Exported graphs are kept in ``folder`` (default ``$KDSAM_ONNX_DIR`` or ``~/.cache/kdsam/onnx``)
 under the model's weights hash, so each model is exported once. onnxruntime and onnx are
@@ -84,7 +85,7 @@ def _decoder_inputs(model: nn.Module, n_points: int = 2) -> tuple:
 
 def export_onnx(model: nn.Module, folder: str | os.PathLike, *, int8: bool = True,
                 calibration: Iterable[torch.Tensor] | None = None) -> dict[str, Path]:
-    """Write ``encoder.onnx``, ``decoder.onnx`` (and ``*.int8.onnx`` with ``int8``) for ``model``.
+    """Write ``encoder.onnx``, ``decoder.onnx`` (and ``encoder.int8.onnx`` with ``int8``) for ``model``.
 
     Arguments:
         model: a PromptableSAM.
@@ -92,7 +93,7 @@ def export_onnx(model: nn.Module, folder: str | os.PathLike, *, int8: bool = Tru
         calibration: preprocessed (1, 3, S, S) encoder inputs for static int8 calibration;
             None uses the bundled sample images and a few synthetic ones.
     Returns:
-        {"encoder": path, "decoder": path, ["encoder_int8": path, "decoder_int8": path]}.
+        {"encoder": path, "decoder": path, ["encoder_int8": path]}.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,9 +115,7 @@ def export_onnx(model: nn.Module, folder: str | os.PathLike, *, int8: bool = Tru
     log.info("exported %s and %s in %.1f s", paths["encoder"].name, paths["decoder"].name, time.perf_counter() - t0)
     if int8:
         paths["encoder_int8"] = folder / "encoder.int8.onnx"
-        paths["decoder_int8"] = folder / "decoder.int8.onnx"
         quantize_encoder(paths["encoder"], paths["encoder_int8"], calibration or _calibration_inputs(model))
-        quantize_decoder(paths["decoder"], paths["decoder_int8"])
     return paths
 
 
@@ -188,14 +187,6 @@ def quantize_encoder(src: Path, dst: Path, inputs: Iterable[torch.Tensor]) -> Pa
     return dst
 
 
-def quantize_decoder(src: Path, dst: Path) -> Path:
-    """Dynamic int8 quantisation of the decoder's MatMul/Gemm weights."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-    return dst
-
-
 def session(path: str | os.PathLike, threads: int | None = None):
     """An onnxruntime CPU session with full graph optimisation and ``threads`` intra-op threads."""
     try:
@@ -224,7 +215,7 @@ def exported_folder(model: nn.Module, folder: str | os.PathLike | None = None, *
     stamp = where / "signature.json"
     fresh = stamp.exists() and json.loads(stamp.read_text()).get("model") == sig
     have_fp32 = fresh and all((where / n).exists() for n in ("encoder.onnx", "decoder.onnx"))
-    have_int8 = fresh and all((where / n).exists() for n in ("encoder.int8.onnx", "decoder.int8.onnx"))
+    have_int8 = fresh and (where / "encoder.int8.onnx").exists()
     if not have_fp32:
         log.info("exporting %s to ONNX in %s", getattr(model, "name", "the model"), where)
         stamp.unlink(missing_ok=True)
@@ -233,7 +224,6 @@ def exported_folder(model: nn.Module, folder: str | os.PathLike | None = None, *
     elif int8 and not have_int8:
         quantize_encoder(where / "encoder.onnx", where / "encoder.int8.onnx",
                          calibration or _calibration_inputs(model))
-        quantize_decoder(where / "decoder.onnx", where / "decoder.int8.onnx")
     return where
 
 
@@ -256,9 +246,11 @@ class OnnxModel:
         self.backend = backend
         int8 = backend == "onnx-int8"
         where = exported_folder(model, folder, int8=int8)
-        suffix = ".int8.onnx" if int8 else ".onnx"
-        self.encoder = session(where / f"encoder{suffix}", threads)
-        self.decoder = session(where / f"decoder{suffix}", threads)
+        # the graphs this backend runs; the decoder is fp32 for both (module docstring)
+        self.paths = {"encoder": where / ("encoder.int8.onnx" if int8 else "encoder.onnx"),
+                      "decoder": where / "decoder.onnx"}
+        self.encoder = session(self.paths["encoder"], threads)
+        self.decoder = session(self.paths["decoder"], threads)
         self.folder = where
 
     @property

@@ -208,6 +208,14 @@ def test_init_encoder_warm_starts_from_a_checkpoint_and_refuses_another_student(
                                                           "pt").metadata()["kdsam"])
     assert meta["init_encoder"]["checkpoint"] == str(src)
     assert meta["init_encoder"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    # phase 2 carries the lineage on into the final weights
+    assert cli.main(["finetune", *common(world), "--student-checkpoint", str(tmp_path / "b" / "student_phase1.safetensors"),
+                     "--teacher", "kdsam_tiny", "--teacher-checkpoint", str(world["teacher"]),
+                     "--embed-cache-dir", str(tmp_path / "ec"), "--run-dir", str(tmp_path / "f"), "--steps", "1",
+                     "--batch-size", "2", "--threads", "1"]) == 0
+    final = json.loads(__import__("safetensors").safe_open(str(tmp_path / "f" / "student_final.safetensors"),
+                                                           "pt").metadata()["kdsam"])
+    assert final["phase1_init_encoder"] == meta["init_encoder"] and final["phase1_steps"] == 2
     # a student without the prior buffer does not fit this one
     assert cli.main(distill_args(world, tmp_path / "x", 2, embed_prior="false", perceptual="none",
                                  init_encoder=src)) == 2

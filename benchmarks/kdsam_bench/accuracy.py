@@ -143,7 +143,7 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
               "models": {m.label: m.source for m in models}, "protocols": list(protocols),
               "max_per_dataset": max_per_dataset, "skipped": skips.summary(),
               "int8_calibration": {"split": calibration_split, "images": calib_ids,
-                                   "encoder_ops": list(INT8_ENCODER_OPS), "decoder": "dynamic MatMul/Gemm"},
+                                   "encoder_ops": list(INT8_ENCODER_OPS), "decoder": "fp32"},
               "summary": summarise(rows),
               "paired_vs_torch": paired_differences(rows, labels[0]) if backends and backends[0] == "torch" else {},
               "per_image": rows}

@@ -204,11 +204,9 @@ def measure_row(spec: RowSpec) -> dict:
            "rss_mb": round(rss_loaded, 1), "weights_mb": round(n_params["total"] * 4 / 2**20, 1),
            "torch_threads": torch.get_num_threads()}
     if spec.backend != "torch":
-        folder = getattr(runner, "folder", None)
-        suffix = ".int8.onnx" if spec.backend == "onnx-int8" else ".onnx"
-        if folder is not None:
-            row["onnx_mb"] = {p: round(os.path.getsize(folder / f"{p}{suffix}") / 2**20, 2)
-                              for p in ("encoder", "decoder")}
+        paths = getattr(runner, "paths", None)
+        if paths is not None:
+            row["onnx_mb"] = {p: round(os.path.getsize(paths[p]) / 2**20, 2) for p in ("encoder", "decoder")}
     if spec.flops:
         with torch.inference_mode():
             row.update(count_flops(model, x, emb, points))

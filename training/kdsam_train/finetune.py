@@ -178,6 +178,7 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
                 phase1_sha256=file_sha256(cfg.student_checkpoint),
                 teacher=student.metadata.get("teacher"), phase1_steps=student.metadata.get("steps"),
                 perceptual=student.metadata.get("perceptual"),
+                phase1_init_encoder=student.metadata.get("init_encoder"),  # a warm-started phase 1's source
                 prompts={"p_box": cfg.p_box, "box_jitter": cfg.box_jitter,
                          "max_correction_clicks": cfg.max_correction_clicks},
                 training_data={**split_record(cfg.split_file), "split": "train", "samples": len(samples)},
