@@ -10,7 +10,8 @@
 # coupled, eval-coupled (the coupled baseline, from the step-300 v1 phase-1 encoder kept in
 # runs/distill_kdsam256_step300);
 # v2 (restore the v2 weights from git), distill-v3, finetune-v3 (v2's phase 1 trained on from its
-# weights, a fresh phase 2), diagnose-v3, eval-val-v3 (v2 vs v3 vs teacher on val), eval-v3 (test).
+# weights, a fresh phase 2), diagnose-v3, eval-val-v3 (v2 vs v3 vs teacher on val), eval-v3 (test);
+# coupled-v3, eval-coupled-v3 (the coupled baseline from the v3 phase-1 encoder).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -48,6 +49,8 @@ for stage in "$@"; do
                   v3=runs/distill_kdsam256_v3/student_phase1.safetensors ;;
     eval-val-v3) kdsam-train evaluate --config training/configs/eval_val_v3.yaml ;;
     eval-v3)  kdsam-train evaluate --config training/configs/eval_test_v3.yaml ;;
+    coupled-v3)      kdsam-train finetune --config training/configs/finetune_coupled_kdsam256_v3.yaml ;;
+    eval-coupled-v3) kdsam-train evaluate --config training/configs/eval_coupled_v3.yaml ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;
