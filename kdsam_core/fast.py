@@ -13,8 +13,9 @@ One option picks the engine everywhere (predictor, ``kdsam`` CLI, Slicer module,
   int8 weights, activations calibrated on a few images); the decoder stays the fp32 graph. SAM's
   own ONNX example quantises the decoder dynamically (int8 MatMul/Gemm weights); on the v3
   student that cost 7.1 one-click Dice points on the validation split (`kdsam-bench accuracy`,
-  55 images) to save ~10-17 ms a click, so it is not done (benchmarks/README.md). The ResNet student's encoder loses
-  ~0.1 Dice points; LiteMedSAM's TinyViT loses ~6 box-Dice points (use "onnx" for it).
+  55 images) to save ~10-17 ms a click, so it is not done (benchmarks/README.md). The ResNet
+  student's int8 encoder loses ~0.1 Dice points; LiteMedSAM's TinyViT loses ~6 box-Dice points
+  (use "onnx" for it).
 
 Exported graphs are kept in ``folder`` (default ``$KDSAM_ONNX_DIR`` or ``~/.cache/kdsam/onnx``)
 under the model's weights hash, so each model is exported once. onnxruntime and onnx are
@@ -251,7 +252,6 @@ class OnnxModel:
                       "decoder": where / "decoder.onnx"}
         self.encoder = session(self.paths["encoder"], threads)
         self.decoder = session(self.paths["decoder"], threads)
-        self.folder = where
 
     @property
     def img_size(self) -> int:

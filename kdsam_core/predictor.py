@@ -20,13 +20,7 @@ from .device import pick_device, set_threads
 from .errors import InputError
 from .model.promptable import PromptableSAM
 from .prompts import auto_multimask
-from .transforms import (
-    boxes_to_model,
-    coords_to_model,
-    postprocess_masks,
-    preprocess,
-    to_rgb_uint8,
-)
+from .transforms import boxes_to_model, coords_to_model, postprocess_masks, preprocess, to_rgb_uint8
 
 log = logging.getLogger(__name__)
 

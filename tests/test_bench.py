@@ -4,6 +4,7 @@ Not timed tests: they check that the benchmark runs and writes its files, that t
 answer as torch does, and that the int8 graphs run. No test reads ../shared.
 """
 
+import hashlib
 import json
 
 import numpy as np
@@ -198,6 +199,8 @@ def test_accuracy_runs_every_backend_on_the_same_images(tmp_path, tiny_onnx):
     labels = [f"kdsam_tiny@{model.img_size}/{b}" for b in ("torch", "onnx", "onnx-int8")]
     assert list(result["models"]) == labels
     assert result["int8_calibration"]["images"] and set(result["int8_calibration"]["images"]) <= set(ids[:3])
+    assert result["split_file"] == str(split.resolve())  # outside the repository: its absolute path, and its hash
+    assert result["split_file_sha256"] == hashlib.sha256(split.read_bytes()).hexdigest()
     for lab in labels:
         assert {r["id"] for r in result["per_image"] if r["model"] == lab} == set(ids[3:])
     for proto in ("box", "click"):

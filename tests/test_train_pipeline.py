@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).parent))
 from train_helpers import make_dataset, tiny_teacher  # noqa: E402
 
+from kdsam_core.checkpoint import read_metadata  # noqa: E402
 from kdsam_core.errors import KDSAMError  # noqa: E402
 from kdsam_core.model.build import build_model  # noqa: E402
 from kdsam_core.transforms import preprocess  # noqa: E402
@@ -154,8 +155,7 @@ def test_distill_runs_and_learns(world, tmp_path):
     mse = [float(r.split(",")[2]) for r in rows]
     assert len(mse) == 8 and all(np.isfinite(mse))
     assert min(mse[-3:]) < mse[0]
-    meta = json.loads(__import__("safetensors").safe_open(str(tmp_path / "d" / "student_phase1.safetensors"),
-                                                          "pt").metadata()["kdsam"])
+    meta = read_metadata(tmp_path / "d" / "student_phase1.safetensors")
     assert meta["phase"] == 1 and meta["steps"] == 8 and meta["perceptual"] == "decoder"
     # the split file is named portably (outside the repository: its absolute path) with its hash
     td = meta["training_data"]
@@ -204,8 +204,7 @@ def test_init_encoder_warm_starts_from_a_checkpoint_and_refuses_another_student(
     assert cli.main(distill_args(world, tmp_path / "c", 2, embed_prior="true", perceptual="none", lr=0)) == 0
     c = load_file(tmp_path / "c" / "student_phase1.safetensors")
     assert any(not torch.equal(a[k], c[k]) for k in enc)
-    meta = json.loads(__import__("safetensors").safe_open(str(tmp_path / "b" / "student_phase1.safetensors"),
-                                                          "pt").metadata()["kdsam"])
+    meta = read_metadata(tmp_path / "b" / "student_phase1.safetensors")
     assert meta["init_encoder"]["checkpoint"] == str(src)
     assert meta["init_encoder"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     # phase 2 carries the lineage on into the final weights
@@ -213,8 +212,7 @@ def test_init_encoder_warm_starts_from_a_checkpoint_and_refuses_another_student(
                      "--teacher", "kdsam_tiny", "--teacher-checkpoint", str(world["teacher"]),
                      "--embed-cache-dir", str(tmp_path / "ec"), "--run-dir", str(tmp_path / "f"), "--steps", "1",
                      "--batch-size", "2", "--threads", "1"]) == 0
-    final = json.loads(__import__("safetensors").safe_open(str(tmp_path / "f" / "student_final.safetensors"),
-                                                           "pt").metadata()["kdsam"])
+    final = read_metadata(tmp_path / "f" / "student_final.safetensors")
     assert final["phase1_init_encoder"] == meta["init_encoder"] and final["phase1_steps"] == 2
     # a student without the prior buffer does not fit this one
     assert cli.main(distill_args(world, tmp_path / "x", 2, embed_prior="false", perceptual="none",
@@ -286,8 +284,7 @@ def test_finetune_and_evaluate(world, tmp_path):
           str(tmp_path / "sc"), "--run-dir", str(tmp_path / "f"), "--steps", "6", "--batch-size", "4",
           "--max-correction-clicks", "2", "--threads", "1"]
     assert cli.main(ft) == 0
-    meta = json.loads(__import__("safetensors").safe_open(str(tmp_path / "f" / "student_final.safetensors"),
-                                                          "pt").metadata()["kdsam"])
+    meta = read_metadata(tmp_path / "f" / "student_final.safetensors")
     assert meta["phase"] == 2 and meta["steps"] == 6
     train_ids = read_splits(world["split"])["train"]
     bad_in_train = {"synth/img000": "empty mask", "synth/img900": "unreadable", "synth/img901": "size mismatch"}
@@ -368,8 +365,7 @@ def test_ddp_two_processes_gloo(world, tmp_path):
            "-m", "kdsam_train.cli", *distill_args(world, run, 4)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
-    meta = json.loads(__import__("safetensors").safe_open(str(run / "student_phase1.safetensors"),
-                                                          "pt").metadata()["kdsam"])
+    meta = read_metadata(run / "student_phase1.safetensors")
     assert meta["steps"] == 4 and meta["batch_size"] == 6  # 3 per rank x 2 ranks
     state = torch.load(run / "train_state.pt", weights_only=True)
     assert isinstance(state["rng"], list) and len(state["rng"]) == 2  # per-rank RNG states saved

@@ -18,14 +18,7 @@ from kdsam_core.errors import KDSAMError, SeriesChoiceError
 from kdsam_core.io import load_volume, save_mask
 
 from .autosave import Autosave
-from .display import (
-    AXIS_NAMES,
-    can_change_axis,
-    default_window,
-    display_rgb,
-    pixel_aspect,
-    window_range,
-)
+from .display import AXIS_NAMES, can_change_axis, default_window, display_rgb, pixel_aspect, window_range
 from .session import Session
 
 log = logging.getLogger(__name__)

@@ -34,15 +34,7 @@ from .actions import help_dialog, make_actions
 from .annotate import AnnotateMixin
 from .autosave import Autosave
 from .canvas import SliceCanvas
-from .display import (
-    AXIS_NAMES,
-    can_change_axis,
-    default_window,
-    display_rgb,
-    model_slice,
-    pixel_aspect,
-    window_range,
-)
+from .display import AXIS_NAMES, can_change_axis, default_window, display_rgb, model_slice, pixel_aspect, window_range
 from .files import FilesMixin
 from .session import Session
 from .worker import BACKENDS, ModelSpec, ModelThread, guess_model

@@ -21,13 +21,10 @@ from PyQt5.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
 
 from kdsam_core.checkpoint import default_checkpoint
 from kdsam_core.errors import KDSAMError
-from kdsam_core.model import (  # torch is imported here, in the GUI thread:
-    build_model,
-    load_model,
-)
-from kdsam_core.predictor import (
-    KDSAMPredictor,  # importing it first in a QThread can crash
-)
+
+# torch is imported here, in the GUI thread: importing it first in a QThread can crash
+from kdsam_core.model import build_model, load_model
+from kdsam_core.predictor import KDSAMPredictor
 from kdsam_core.propagate import propagate_mask
 
 log = logging.getLogger(__name__)

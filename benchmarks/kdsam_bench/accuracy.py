@@ -86,6 +86,7 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
     The int8 encoder is calibrated on ``calibration_images`` images of ``calibration_split``
     (never the evaluated split); graphs go to ``onnx_dir`` (default: a new temporary folder).
     """
+    from kdsam_core.atomic import write_text
     from kdsam_core.device import set_threads
     from kdsam_core.errors import KDSAMError
     from kdsam_core.fast import INT8_ENCODER_OPS, exported_folder, make_runner
@@ -99,7 +100,7 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
         markdown_table,
         summarise,
     )
-    from kdsam_train.splits import read_splits, select
+    from kdsam_train.splits import read_splits, select, split_record
 
     set_threads(threads)
     cpu = torch.device("cpu")
@@ -139,7 +140,7 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
     if not rows:
         raise KDSAMError(f"no usable samples in split {split!r} under {data_root} ({skips.summary()})")
     labels = [m.label for m in models]
-    result = {"split": split, "split_file": str(cfg.split_file), "data_root": str(data_root),
+    result = {"split": split, **split_record(cfg.split_file), "data_root": str(data_root),
               "models": {m.label: m.source for m in models}, "protocols": list(protocols),
               "max_per_dataset": max_per_dataset, "skipped": skips.summary(),
               "int8_calibration": {"split": calibration_split, "images": calib_ids,
@@ -150,7 +151,7 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
     if out:
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+        write_text(path.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
         md = (f"Split `{split}`; models: " + "; ".join(f"**{k}** = {v}" for k, v in result["models"].items())
               + f". Skipped: {skips.total}.\n\n" + markdown_table(result["summary"], labels))
         if result["paired_vs_torch"]:
@@ -159,6 +160,6 @@ def evaluate_backends(checkpoint: str, *, backends=("torch", "onnx", "onnx-int8"
                 for p, v in per.items():
                     md += (f"| {lab} | {p} | {v['n']} | {v['mean_points']:+.3f} | {v['std_points']:.3f} | "
                            f"{v['worst_points']:+.2f} |\n")
-        path.with_suffix(".md").write_text(md)
+        write_text(path.with_suffix(".md"), md)
         log.info("wrote %s and %s", path.with_suffix(".json"), path.with_suffix(".md"))
     return result

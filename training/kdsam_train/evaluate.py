@@ -39,12 +39,7 @@ import torch
 from kdsam_core.atomic import write_text
 from kdsam_core.errors import KDSAMError
 from kdsam_core.model.build import MODEL_REGISTRY, build_model, load_model
-from kdsam_core.transforms import (
-    boxes_to_model,
-    coords_to_model,
-    postprocess_masks,
-    preprocess,
-)
+from kdsam_core.transforms import boxes_to_model, coords_to_model, postprocess_masks, preprocess
 
 from . import runtime as R
 from .config import EvalConfig, write_config
