@@ -193,9 +193,15 @@ def test_init_encoder_warm_starts_from_a_checkpoint_and_refuses_another_student(
     from the cache) and records it; a checkpoint of another architecture is an error before step 1."""
     assert cli.main(distill_args(world, tmp_path / "a", 3, embed_prior="true", perceptual="none")) == 0
     src = tmp_path / "a" / "student_phase1.safetensors"
-    # lr 0: the warm-started run must end where the source encoder was
-    assert cli.main(distill_args(world, tmp_path / "b", 2, embed_prior="true", perceptual="none", lr=0,
-                                 init_encoder=src)) == 0
+    src_bytes = src.read_bytes()
+    # lr 0: the warm-started run must end where the source encoder was. It is stopped after step 1
+    # and resumed; the source it started from is recorded as it was when loaded, even if the file
+    # has been replaced before the resumed run exports the checkpoint.
+    b_args = distill_args(world, tmp_path / "b", 2, embed_prior="true", perceptual="none", lr=0, init_encoder=src)
+    assert cli.main([*b_args, "--stop-at-step", "1"]) == 0
+    src.write_bytes(b"replaced after the warm start")
+    assert cli.main(b_args) == 0
+    src.write_bytes(src_bytes)
     a, b = load_file(src), load_file(tmp_path / "b" / "student_phase1.safetensors")
     # every weight and the prior (BatchNorm's running statistics move in train mode even at lr 0)
     enc = [k for k in a if k.startswith("image_encoder.") and "running_" not in k and "num_batches" not in k]
@@ -206,7 +212,8 @@ def test_init_encoder_warm_starts_from_a_checkpoint_and_refuses_another_student(
     assert any(not torch.equal(a[k], c[k]) for k in enc)
     meta = read_metadata(tmp_path / "b" / "student_phase1.safetensors")
     assert meta["init_encoder"]["checkpoint"] == str(src)
-    assert meta["init_encoder"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert meta["init_encoder"]["sha256"] == hashlib.sha256(src_bytes).hexdigest()
+    assert meta["steps"] == 2
     # phase 2 carries the lineage on into the final weights
     assert cli.main(["finetune", *common(world), "--student-checkpoint", str(tmp_path / "b" / "student_phase1.safetensors"),
                      "--teacher", "kdsam_tiny", "--teacher-checkpoint", str(world["teacher"]),

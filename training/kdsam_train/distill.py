@@ -178,8 +178,10 @@ def run_distill(cfg: DistillConfig) -> Path:
         opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = 0
         state = R.load_state(run / "train_state.pt")
+        init_record = None  # the warm start's source, hashed when it is loaded (kept in the run state)
         if state is None and cfg.init_encoder:
             warm_start(encoder, student, cfg.init_encoder)
+            init_record = {"checkpoint": str(cfg.init_encoder), "sha256": file_sha256(cfg.init_encoder)}
         elif state is None:  # a resumed run gets all of this from its state, RNG included
             init_output_affine(encoder, cache, [cache_key(s.id, c) for s, c in data.items[:cfg.init_items or None]])
         else:
@@ -188,10 +190,14 @@ def run_distill(cfg: DistillConfig) -> Path:
             R.set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
             start = state["step"]
             skips.counts.update(state.get("skips", {}))
+            if cfg.init_encoder:  # a state written before the record existed: hash the file now
+                init_record = state.get("init_encoder") or {"checkpoint": str(cfg.init_encoder),
+                                                            "sha256": file_sha256(cfg.init_encoder)}
             log.info("resumed %s at step %d", run, start)
         model = DDP(encoder) if world > 1 else encoder
         csv = R.CSVLog(run / "log.csv", LOG_FIELDS, resume_step=start if state else None) if rank == 0 else None
-        step = _loop(cfg, model, encoder, opt, data, perceptual, device, rank, world, start, csv, skips, run)
+        extra = {"init_encoder": init_record} if init_record else None
+        step = _loop(cfg, model, encoder, opt, data, perceptual, device, rank, world, start, csv, skips, run, extra)
         if rank == 0:
             student.image_encoder = encoder.cpu().eval()
             # ship the teacher's decoder with the phase-1 encoder: usable with boxes at once
@@ -203,8 +209,7 @@ def run_distill(cfg: DistillConfig) -> Path:
                 perceptual=cfg.perceptual, lambda_perceptual=cfg.lambda_perceptual,
                 perceptual_samples=cfg.perceptual_samples,
                 training_data={**split_record(cfg.split_file), "split": "train", "items": len(data)},
-                init_encoder=({"checkpoint": str(cfg.init_encoder), "sha256": file_sha256(cfg.init_encoder)}
-                              if cfg.init_encoder else None),
+                init_encoder=init_record,
                 skipped=skips.summary()), overwrite=True)
             log.info("phase 1 done at step %d: %s; skipped %s", step, out, skips.summary())
             return out
@@ -213,7 +218,7 @@ def run_distill(cfg: DistillConfig) -> Path:
         R.teardown()
 
 
-def _loop(cfg, model, encoder, opt, data, perceptual, device, rank, world, start, csv, skips, run) -> int:
+def _loop(cfg, model, encoder, opt, data, perceptual, device, rank, world, start, csv, skips, run, extra) -> int:
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.steps, initial=start, desc="distill", disable=rank != 0, dynamic_ncols=True,
@@ -254,7 +259,8 @@ def _loop(cfg, model, encoder, opt, data, perceptual, device, rank, world, start
                        "lr": opt.param_groups[0]["lr"], "sec_per_step": round(time.time() - t0, 3),
                        "skipped": skips.total, "elapsed_s": round(time.time() - t_start, 1)})
         if step % cfg.ckpt_every == 0 or step == cfg.steps or stop:
-            R.save_run_state(run / "train_state.pt", "encoder", encoder, opt, step, skips, rank=rank, world=world)
+            R.save_run_state(run / "train_state.pt", "encoder", encoder, opt, step, skips, rank=rank, world=world,
+                             extra=extra)
         if stop:
             log.info("time limit of %.1f min reached at step %d", cfg.max_minutes, step)
             break

@@ -80,8 +80,9 @@ def save_state(path: str | os.PathLike, state: dict) -> None:
 
 
 def save_run_state(path: str | os.PathLike, weights_key: str, module, opt, step: int, skips, *,
-                   rank: int, world: int) -> None:
-    """Save a run's resumable state: weights, optimiser, step, the RNG state of every rank, skips.
+                   rank: int, world: int, extra: dict | None = None) -> None:
+    """Save a run's resumable state: weights, optimiser, step, the RNG state of every rank, skips,
+    and ``extra`` (facts fixed at the run's start that a resumed run must not recompute).
 
     All ranks must call it (the RNG states are gathered); rank 0 writes.
     """
@@ -94,7 +95,7 @@ def save_run_state(path: str | os.PathLike, weights_key: str, module, opt, step:
         rng = gathered
     if rank == 0:
         save_state(path, {weights_key: module.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                          "rng": rng, "skips": dict(skips.counts)})
+                          "rng": rng, "skips": dict(skips.counts), **(extra or {})})
 
 
 def load_state(path: str | os.PathLike) -> dict | None:
