@@ -11,7 +11,10 @@
 # runs/distill_kdsam256_step300);
 # v2 (restore the v2 weights from git), distill-v3, finetune-v3 (v2's phase 1 trained on from its
 # weights, a fresh phase 2), diagnose-v3, eval-val-v3 (v2 vs v3 vs teacher on val), eval-v3 (test);
-# coupled-v3, eval-coupled-v3 (the coupled baseline from the v3 phase-1 encoder).
+# coupled-v3, eval-coupled-v3 (the coupled baseline from the v3 phase-1 encoder);
+# v3 (restore the v3 weights from git), cache-trainval (the teacher cache of the train and val
+# splits only: all that v4 needs), distill-v4, finetune-v4 (v3's phase 1 trained on at a fresh
+# lr 2e-4, a fresh phase 2), diagnose-v4, eval-val-v4 (v3 vs v4 vs teacher on val), eval-v4 (test).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -28,11 +31,18 @@ for stage in "$@"; do
               mkdir -p runs/finetune_kdsam256_v2
               git show 6025644:resources/weights/kdsam_default.safetensors \
                 > runs/finetune_kdsam256_v2/student_final.safetensors ;;
+    v3)       # the v3 weights as shipped in 6454aa3 (session 5), the warm start of v4
+              mkdir -p runs/finetune_kdsam256_v3
+              git show 6454aa3:resources/weights/kdsam_default.safetensors \
+                > runs/finetune_kdsam256_v3/student_final.safetensors ;;
+    cache-trainval) kdsam-train cache --config training/configs/cache_lite_medsam.yaml --splits train val ;;
     cache)    kdsam-train cache    --config training/configs/cache_lite_medsam.yaml ;;
     distill)  kdsam-train distill  --config training/configs/distill_kdsam256.yaml ;;
     finetune) kdsam-train finetune --config training/configs/finetune_kdsam256.yaml ;;
-    distill-v2)  kdsam-train distill  --config training/configs/distill_kdsam256_v2.yaml ;;
-    finetune-v2) kdsam-train finetune --config training/configs/finetune_kdsam256_v2.yaml ;;
+    # versioned stages: the config file is named by the version (v2, v3, v4)
+    distill-v*)  kdsam-train distill  --config "training/configs/distill_kdsam256_${stage#distill-}.yaml" ;;
+    finetune-v*) kdsam-train finetune --config "training/configs/finetune_kdsam256_${stage#finetune-}.yaml" ;;
+    eval-val-v*) kdsam-train evaluate --config "training/configs/eval_val_${stage#eval-val-}.yaml" ;;  # v3, v4 (v2: eval-val)
     diagnose) kdsam-train diagnose --split val --out training/results/diagnose_val --threads 2 --students \
                   v1=runs/finetune_kdsam256_v1/student_final.safetensors \
                   v2=runs/distill_kdsam256_v2/student_phase1.safetensors ;;   # phase 2 keeps this encoder
@@ -41,16 +51,15 @@ for stage in "$@"; do
               stamp "eval-val-v1 start"
               kdsam-train evaluate --config training/configs/eval_test.yaml --split val --max-per-dataset 15 \
                   --out training/results/val ;;
-    eval-v2)  kdsam-train evaluate --config training/configs/eval_test_v2.yaml ;;   # v2, with blank control
-    distill-v3)  kdsam-train distill  --config training/configs/distill_kdsam256_v3.yaml ;;
-    finetune-v3) kdsam-train finetune --config training/configs/finetune_kdsam256_v3.yaml ;;
+    eval-v*)  kdsam-train evaluate --config "training/configs/eval_test_${stage#eval-}.yaml" ;;   # test, with blank control
     diagnose-v3) kdsam-train diagnose --split val --out training/results/diagnose_val_v3 --threads 2 --students \
                   v2=runs/finetune_kdsam256_v2/student_final.safetensors \
                   v3=runs/distill_kdsam256_v3/student_phase1.safetensors ;;
-    eval-val-v3) kdsam-train evaluate --config training/configs/eval_val_v3.yaml ;;
-    eval-v3)  kdsam-train evaluate --config training/configs/eval_test_v3.yaml ;;
     coupled-v3)      kdsam-train finetune --config training/configs/finetune_coupled_kdsam256_v3.yaml ;;
     eval-coupled-v3) kdsam-train evaluate --config training/configs/eval_coupled_v3.yaml ;;
+    diagnose-v4) kdsam-train diagnose --split val --out training/results/diagnose_val_v4 --threads 2 --students \
+                  v3=runs/finetune_kdsam256_v3/student_final.safetensors \
+                  v4=runs/distill_kdsam256_v4/student_phase1.safetensors ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;
