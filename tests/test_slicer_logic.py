@@ -148,7 +148,7 @@ def test_view_plane_beside_the_volume_still_picks_its_slice(env):
 
 
 def test_parent_transform_is_applied(env):
-    scene, logic = env["scene"], env["logic"]
+    scene = env["scene"]
     vol = add_volume(scene, phantom())
     t = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     m = vtk.vtkMatrix4x4()

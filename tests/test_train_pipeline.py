@@ -22,8 +22,8 @@ from kdsam_core.errors import KDSAMError  # noqa: E402
 from kdsam_core.model.build import build_model  # noqa: E402
 from kdsam_core.transforms import preprocess  # noqa: E402
 from kdsam_train import cli  # noqa: E402
-from kdsam_train.data import SkipLog, discover, load_pair  # noqa: E402
-from kdsam_train.splits import make_splits, read_splits, select  # noqa: E402
+from kdsam_train.data import discover, load_pair  # noqa: E402
+from kdsam_train.splits import make_splits, read_splits  # noqa: E402
 from kdsam_train.teacher_cache import CacheMismatchError, EmbeddingCache, cache_key, fill_cache, open_cache  # noqa: E402
 
 torch.set_num_threads(1)
