@@ -345,6 +345,26 @@ def test_finetune_and_evaluate(world, tmp_path):
     table = targets_table(res)
     assert "| synth |" in table and "| all |" in table
     assert f"{res['summary']['teacher']['synth']['box']['dice']:.4f}" in table
+    box = {m: {r["id"]: r["dice"] for r in per if r["model"] == m and r["protocol"] == "box"} for m in ids}
+    d = np.array([box["student"][i] - box["teacher"][i] for i in box["student"]])
+    assert f"| {d.mean():+.4f} ± {d.std():.4f}; {int((d >= 0).sum())}/{d.size} |" in table
+    # the teacher taken from another run on the same images and prompts (the blank-control run above)
+    alone = {**res, "summary": {"student": res["summary"]["student"]},
+             "per_image": [r for r in per if r["model"] == "student"]}
+    assert res["seed"] == rb["seed"] == 0
+    cross = targets_table(alone, teacher_result=rb)
+    assert f"| all | {d.size} | {s['dice']:.4f} | {real_fmt(rb, 'teacher')} |" in cross
+    assert real_fmt(rb, "teacher") == real_fmt(res, "teacher")  # the same teacher on the same images
+    assert f"{d.mean():+.4f} ± {d.std():.4f}" in cross
+    with pytest.raises(ValueError, match="split_file_sha256"):
+        targets_table(alone, teacher_result={**rb, "split_file_sha256": "0" * 64})
+    with pytest.raises(ValueError, match="other images: 0 only in the student's, 1 only in the teacher's"):
+        targets_table({**alone, "per_image": [r for r in alone["per_image"] if r["id"] != sorted(ids["student"])[0]]},
+                      teacher_result=rb)
+    with pytest.raises(ValueError, match="no model 'teacher'"):
+        targets_table(alone)
+    from kdsam_train import report
+    assert report.main([str(out.with_suffix(".json")), "--teacher-result", str(tmp_path / "missing.json")]) == 2
 
 
 def real_fmt(res: dict, label: str) -> str:

@@ -220,7 +220,8 @@ def run_evaluate(cfg: EvalConfig) -> dict:
     summary = summarise(rows)
     labels = [m.label for m in models]
     result = {"split": cfg.split, **split_record(cfg.split_file), "models": {m.label: m.source for m in models},
-              "protocols": cfg.protocols, "box_jitter": cfg.box_jitter, "nsd_tolerance_px": 2.0,
+              "protocols": cfg.protocols, "seed": cfg.seed, "box_jitter": cfg.box_jitter,
+              "correction_clicks": cfg.correction_clicks, "nsd_tolerance_px": 2.0,
               "max_per_dataset": cfg.max_per_dataset, "skipped": skips.summary(), "summary": summary, "per_image": rows}
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
