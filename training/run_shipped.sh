@@ -14,7 +14,8 @@
 # coupled-v3, eval-coupled-v3 (the coupled baseline from the v3 phase-1 encoder);
 # v3 (restore the v3 weights from git), cache-trainval (the teacher cache of the train and val
 # splits only: all that v4 needs), distill-v4, finetune-v4 (v3's phase 1 trained on at a fresh
-# lr 2e-4, a fresh phase 2), diagnose-v4, eval-val-v4 (v3 vs v4 vs teacher on val), eval-v4 (test).
+# lr 2e-4, a fresh phase 2), diagnose-v4, eval-val-v4 (v3 vs v4 vs teacher on val), eval-v4 (test),
+# targets-v4 (the model card's targets table: v4 on test vs the teacher of eval-v3's run, same images).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -60,6 +61,8 @@ for stage in "$@"; do
     diagnose-v4) kdsam-train diagnose --split val --out training/results/diagnose_val_v4 --threads 2 --students \
                   v3=runs/finetune_kdsam256_v3/student_final.safetensors \
                   v4=runs/distill_kdsam256_v4/student_phase1.safetensors ;;
+    targets-v4) python -m kdsam_train.report training/results/test_v4.json \
+                  --teacher-result training/results/test_v3.json > training/results/targets_test_v4.md ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;
