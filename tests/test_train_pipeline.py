@@ -364,7 +364,13 @@ def test_finetune_and_evaluate(world, tmp_path):
     with pytest.raises(ValueError, match="no model 'teacher'"):
         targets_table(alone)
     from kdsam_train import report
-    assert report.main([str(out.with_suffix(".json")), "--teacher-result", str(tmp_path / "missing.json")]) == 2
+    table_file = tmp_path / "targets.md"
+    assert report.main([str(out.with_suffix(".json")), "-o", str(table_file)]) == 0
+    assert table_file.read_text() == table
+    # a failing report writes nothing: the table made before stays
+    assert report.main([str(out.with_suffix(".json")), "--teacher-result", str(tmp_path / "missing.json"),
+                        "-o", str(table_file)]) == 2
+    assert table_file.read_text() == table
 
 
 def real_fmt(res: dict, label: str) -> str:

@@ -62,7 +62,7 @@ for stage in "$@"; do
                   v3=runs/finetune_kdsam256_v3/student_final.safetensors \
                   v4=runs/distill_kdsam256_v4/student_phase1.safetensors ;;
     targets-v4) python -m kdsam_train.report training/results/test_v4.json \
-                  --teacher-result training/results/test_v3.json > training/results/targets_test_v4.md ;;
+                  --teacher-result training/results/test_v3.json -o training/results/targets_test_v4.md ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;

@@ -178,10 +178,8 @@ def run_distill(cfg: DistillConfig) -> Path:
         opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = 0
         state = R.load_state(run / "train_state.pt")
-        init_record = None  # the warm start's source, hashed when it is loaded (kept in the run state)
         if state is None and cfg.init_encoder:
             warm_start(encoder, student, cfg.init_encoder)
-            init_record = {"checkpoint": str(cfg.init_encoder), "sha256": file_sha256(cfg.init_encoder)}
         elif state is None:  # a resumed run gets all of this from its state, RNG included
             init_output_affine(encoder, cache, [cache_key(s.id, c) for s, c in data.items[:cfg.init_items or None]])
         else:
@@ -190,10 +188,12 @@ def run_distill(cfg: DistillConfig) -> Path:
             R.set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
             start = state["step"]
             skips.counts.update(state.get("skips", {}))
-            if cfg.init_encoder:  # a state written before the record existed: hash the file now
-                init_record = state.get("init_encoder") or {"checkpoint": str(cfg.init_encoder),
-                                                            "sha256": file_sha256(cfg.init_encoder)}
             log.info("resumed %s at step %d", run, start)
+        # the warm start's source, hashed when it is loaded and kept in the run state, so that a resumed
+        # run records the file it started from (a state written before the record existed: hashed now)
+        init_record = state.get("init_encoder") if state else None
+        if cfg.init_encoder and init_record is None:
+            init_record = {"checkpoint": str(cfg.init_encoder), "sha256": file_sha256(cfg.init_encoder)}
         model = DDP(encoder) if world > 1 else encoder
         csv = R.CSVLog(run / "log.csv", LOG_FIELDS, resume_step=start if state else None) if rank == 0 else None
         extra = {"init_encoder": init_record} if init_record else None

@@ -16,6 +16,8 @@ import sys
 
 import numpy as np
 
+from kdsam_core.atomic import write_text
+
 PAPER_DICE = {"kvasir_seg": 0.9221, "isic2017": 0.8871, "hc18": 0.9189, "busi": 0.8216}
 # settings that fix the images and prompts of an evaluation run: two runs compared must agree on them
 SAME_RUN_KEYS = ("split", "split_file_sha256", "box_jitter", "max_per_dataset")
@@ -34,14 +36,15 @@ def _box_dice(result: dict, label: str) -> dict[str, tuple[str, float]]:
             if r["model"] == label and r["protocol"] == "box"}
 
 
-def check_same_run(result: dict, other: dict, student: str, teacher: str) -> None:
-    """Raise ValueError unless ``other`` scored the images and prompts that ``result`` did."""
+def check_same_run(result: dict, other: dict, student_ids, teacher_ids) -> None:
+    """Raise ValueError unless ``other`` scored the images (ids of the two models' box rows) and
+    prompts that ``result`` did."""
     diff = [k for k in SAME_RUN_KEYS if result.get(k) != other.get(k)]
     diff += [k for k in IF_RECORDED if k in result and k in other and result[k] != other[k]]
     if diff:
         raise ValueError("the two evaluation runs differ in " + ", ".join(
             f"{k} ({result.get(k)!r} vs {other.get(k)!r})" for k in diff))
-    a, b = set(_box_dice(result, student)), set(_box_dice(other, teacher))
+    a, b = set(student_ids), set(teacher_ids)
     if a != b:
         raise ValueError(f"the two evaluation runs scored other images: {len(a - b)} only in the student's, "
                          f"{len(b - a)} only in the teacher's (e.g. {sorted(a ^ b)[:3]})")
@@ -50,10 +53,10 @@ def check_same_run(result: dict, other: dict, student: str, teacher: str) -> Non
 def targets_table(result: dict, student: str = "student", teacher: str = "teacher",
                   teacher_result: dict | None = None) -> str:
     t_result = result if teacher_result is None else teacher_result
-    if teacher_result is not None:
-        check_same_run(result, teacher_result, student, teacher)
-    s, t = _summary(result, student, "student"), _summary(t_result, teacher, "teacher")
     s_img, t_img = _box_dice(result, student), _box_dice(t_result, teacher)
+    if teacher_result is not None:
+        check_same_run(result, teacher_result, s_img, t_img)
+    s, t = _summary(result, student, "student"), _summary(t_result, teacher, "teacher")
     lines = ["| dataset | n | box Dice student | box Dice teacher | paper KD SAM | box >= teacher | "
              "box student - teacher per image (mean ± std; images >=) | "
              "1-click Dice student | 1-click Dice teacher | 5-click Dice student | 5-click Dice teacher |",
@@ -85,14 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--student", default="student")
     p.add_argument("--teacher", default="teacher")
     p.add_argument("--teacher-result", default="", help="take the teacher from this evaluation JSON instead")
+    p.add_argument("-o", "--out", default="", help="write the table to this file (atomically) instead of stdout")
     a = p.parse_args(argv)
     try:
         table = targets_table(_read(a.result), a.student, a.teacher,
                               _read(a.teacher_result) if a.teacher_result else None)
-    except ValueError as e:
+    except ValueError as e:  # nothing is written: an earlier table at --out stays as it was
         print(f"kdsam_train.report: error: {e}", file=sys.stderr)
         return 2
-    print(table, end="")
+    if a.out:
+        write_text(a.out, table)
+    else:
+        print(table, end="")
     return 0
 
 
