@@ -356,6 +356,10 @@ def test_finetune_and_evaluate(world, tmp_path):
     assert f"| all | {d.size} | {s['dice']:.4f} | {real_fmt(rb, 'teacher')} |" in cross
     assert real_fmt(rb, "teacher") == real_fmt(res, "teacher")  # the same teacher on the same images
     assert f"{d.mean():+.4f} ± {d.std():.4f}" in cross
+    # another student as the "teacher" (an earlier version), named in the header
+    named = targets_table(alone, teacher="student", teacher_result=res, names=("v5", "v4"))
+    assert named.startswith("| dataset | n | box Dice v5 | box Dice v4 | paper KD SAM | box v5 >= v4 |")
+    assert f"| all | {d.size} | {s['dice']:.4f} | {s['dice']:.4f} |" in named and "+0.0000 ± 0.0000" in named
     with pytest.raises(ValueError, match="split_file_sha256"):
         targets_table(alone, teacher_result={**rb, "split_file_sha256": "0" * 64})
     with pytest.raises(ValueError, match="other images: 0 only in the student's, 1 only in the teacher's"):
@@ -371,6 +375,95 @@ def test_finetune_and_evaluate(world, tmp_path):
     assert report.main([str(out.with_suffix(".json")), "--teacher-result", str(tmp_path / "missing.json"),
                         "-o", str(table_file)]) == 2
     assert table_file.read_text() == table
+
+
+def test_finetune_augmented_copies_and_lineage_from_a_phase2_checkpoint(world, tmp_path):
+    """embed_copies: each copy's cached embedding is the frozen encoder's on the augmented image and
+    its target the equally augmented mask; a phase-2 run from a phase-2 checkpoint keeps the
+    encoder and records the original phase-1 file, naming the file it read as encoder_from."""
+    from kdsam_core.checkpoint import file_sha256
+    from kdsam_core.model.build import load_model
+    from kdsam_train.augment import augment, copy_seed, modality_of
+    from kdsam_train.data import SkipLog
+    from kdsam_train.finetune import Targets, mask_to_frame
+    from kdsam_train.splits import select
+
+    assert cli.main(distill_args(world, tmp_path / "d", 2, perceptual="none")) == 0
+    p1 = tmp_path / "d" / "student_phase1.safetensors"
+    ft = ["finetune", *common(world), "--teacher", "kdsam_tiny", "--teacher-checkpoint", str(world["teacher"]),
+          "--steps", "3", "--batch-size", "4", "--max-correction-clicks", "1", "--threads", "1"]
+    assert cli.main([*ft, "--student-checkpoint", str(p1), "--embed-cache-dir", str(tmp_path / "sc"),
+                     "--run-dir", str(tmp_path / "f"), "--embed-copies", "2", "--aug-seed", "5",
+                     "--p-exact-box", "0.5"]) == 0
+    meta = read_metadata(tmp_path / "f" / "student_final.safetensors")
+    assert meta["embed_copies"] == 2 and meta["aug_seed"] == 5 and meta["prompts"]["p_exact_box"] == 0.5
+    cache_sig = json.loads((tmp_path / "sc" / "signature.json").read_text())
+    assert cache_sig["copies"] == 2 and meta["encoder_weights_sha256"] == cache_sig["weights_sha256"]
+    cache = EmbeddingCache(tmp_path / "sc", cache_sig, create=False)
+    samples = select(discover(world["data"]), read_splits(world["split"])["train"])
+    usable = [s for s in samples if s.id not in ("synth/img000", "synth/img900", "synth/img901")]
+    assert cache.keys() >= {cache_key(s.id, c) for s in usable for c in (0, 1)}
+    model = load_model(p1).eval()
+    s = usable[0]
+    image, mask = load_pair(s, require_mask=True)
+    aug_image, aug_mask = augment(image, mask, modality_of(s.dataset), np.random.default_rng(copy_seed(5, s.id, 1)))
+    with torch.no_grad():
+        emb = model.encode(preprocess(aug_image, model.preprocess))[0]
+    assert torch.allclose(cache.get(cache_key(s.id, 1)).float(), emb, atol=2e-2, rtol=1e-2)
+    assert not torch.allclose(cache.get(cache_key(s.id, 0)).float(), emb, atol=2e-2, rtol=1e-2)
+    frame = 4 * model.embedding_shape[1]
+    targets = Targets(samples, model.img_size, frame, SkipLog(), aug_seed=5)
+    i = samples.index(s)
+    assert np.array_equal(targets.get(i, 1), mask_to_frame(aug_mask, model.img_size, frame))
+    assert np.array_equal(targets.get(i, 0), mask_to_frame(mask, model.img_size, frame))
+    # a bad sample is counted once, not once per copy
+    bad = [samples.index(x) for x in samples if x.id == "synth/img900"]
+    if bad:
+        assert targets.get(bad[0], 0) is None and targets.get(bad[0], 1) is None
+        assert targets.skips.total == 1
+
+    # phase 2 again, from the phase-2 weights: the encoder and its phase-1 lineage carry over
+    p2 = tmp_path / "f" / "student_final.safetensors"
+    assert cli.main([*ft, "--student-checkpoint", str(p2), "--embed-cache-dir", str(tmp_path / "sc2"),
+                     "--run-dir", str(tmp_path / "g")]) == 0
+    again = read_metadata(tmp_path / "g" / "student_final.safetensors")
+    assert again["phase1_checkpoint"] == str(p1) and again["phase1_sha256"] == file_sha256(p1)
+    assert again["phase1_steps"] == 2 and again["encoder_from"] == {"checkpoint": str(p2), "sha256": file_sha256(p2),
+                                                                    "phase": 2}
+    assert again["encoder_weights_sha256"] == meta["encoder_weights_sha256"]
+    a, b = load_file(p1), load_file(tmp_path / "g" / "student_final.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("image_encoder."))
+    # the coupled baseline augments on the fly; cached copies are refused before training
+    assert cli.main([*ft, "--student-checkpoint", str(p1), "--run-dir", str(tmp_path / "c"), "--coupled", "true",
+                     "--embed-copies", "2"]) == 2
+    assert not (tmp_path / "c" / "train_state.pt").exists()
+
+
+def test_exact_box_share_gives_the_tight_box():
+    """p_exact_box 1: every box prompt is the mask's tight box; 0: boxes are jittered."""
+    from kdsam_train.config import FinetuneConfig
+    from kdsam_train.finetune import simulate_and_loss
+    from kdsam_train.prompts import box_from_mask
+
+    seen = []
+
+    class Recorder:
+        def decode(self, emb, *, points=None, boxes=None, multimask_output=True):
+            seen.append(None if boxes is None else boxes[0].numpy().copy())
+            m = 3 if multimask_output else 1
+            return emb.mean() + torch.zeros(1, m, 32, 32, requires_grad=True), torch.zeros(1, m)
+
+    gt = np.zeros((32, 32), bool)
+    gt[8:20, 5:25] = True
+    emb = torch.zeros(1, 4, 8, 8)
+    for p_exact, tight in ((1.0, True), (0.0, False)):
+        seen.clear()
+        cfg = FinetuneConfig(p_box=1.0, p_exact_box=p_exact, box_jitter=0.2)
+        for k in range(5):
+            simulate_and_loss(Recorder(), emb, gt, np.random.default_rng(k), cfg, 1.0)
+        exact = [np.array_equal(b, box_from_mask(gt)) for b in seen]
+        assert len(seen) == 5
+        assert all(exact) if tight else not any(exact)
 
 
 def real_fmt(res: dict, label: str) -> str:

@@ -15,7 +15,11 @@
 # v3 (restore the v3 weights from git), cache-trainval (the teacher cache of the train and val
 # splits only: all that v4 needs), distill-v4, finetune-v4 (v3's phase 1 trained on at a fresh
 # lr 2e-4, a fresh phase 2), diagnose-v4, eval-val-v4 (v3 vs v4 vs teacher on val), eval-v4 (test),
-# targets-v4 (the model card's targets table: v4 on test vs the teacher of eval-v3's run, same images).
+# targets-v4 (the model card's targets table: v4 on test vs the teacher of eval-v3's run, same images);
+# v4 (restore the v4 weights from git), finetune-v5a, eval-val-v5a (a phase-2 probe on v4's encoder:
+# half the box prompts tight), cache-x2 (teacher cache of train + one augmented copy), distill-v5,
+# finetune-v5 (v4's phase 1 trained on augmented copies, a fresh phase 2), eval-val-v5, eval-v5,
+# cache-val, diagnose-v5, compare-val-v5 (v5 / v5a vs v4 and the teacher on val, paired), targets-v5.
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -36,8 +40,14 @@ for stage in "$@"; do
               mkdir -p runs/finetune_kdsam256_v3
               git show 6454aa3:resources/weights/kdsam_default.safetensors \
                 > runs/finetune_kdsam256_v3/student_final.safetensors ;;
+    v4)       # the v4 weights as shipped in f0de0dc (session 6), whose frozen encoder v5 keeps
+              mkdir -p runs/finetune_kdsam256_v4
+              git show f0de0dc:resources/weights/kdsam_default.safetensors \
+                > runs/finetune_kdsam256_v4/student_final.safetensors ;;
     cache-trainval) kdsam-train cache --config training/configs/cache_lite_medsam.yaml --splits train val ;;
     cache)    kdsam-train cache    --config training/configs/cache_lite_medsam.yaml ;;
+    cache-val) kdsam-train cache   --config training/configs/cache_lite_medsam.yaml --splits val ;;  # for diagnose
+    cache-x2) kdsam-train cache    --config training/configs/cache_lite_medsam_x2.yaml ;;  # train + 1 augmented copy
     distill)  kdsam-train distill  --config training/configs/distill_kdsam256.yaml ;;
     finetune) kdsam-train finetune --config training/configs/finetune_kdsam256.yaml ;;
     # versioned stages: the config file is named by the version (v2, v3, v4)
@@ -63,6 +73,22 @@ for stage in "$@"; do
                   v4=runs/distill_kdsam256_v4/student_phase1.safetensors ;;
     targets-v4) python -m kdsam_train.report training/results/test_v4.json \
                   --teacher-result training/results/test_v3.json -o training/results/targets_test_v4.md ;;
+    finetune-v5a) kdsam-train finetune --config training/configs/finetune_kdsam256_v5a.yaml ;;  # exact-box probe
+    eval-val-v5a) kdsam-train evaluate --config training/configs/eval_val_v5a.yaml ;;
+    diagnose-v5) kdsam-train diagnose --split val --out training/results/diagnose_val_v5 --threads 2 --students \
+                  v4=runs/finetune_kdsam256_v4/student_final.safetensors \
+                  v5=runs/distill_kdsam256_v5/student_phase1.safetensors ;;
+    compare-val-v5) for other in v4 teacher; do    # v5 vs v4 and vs the teacher on val, paired per image
+                  python -m kdsam_train.report training/results/val_v5.json --student v5 --teacher "$other" \
+                      --names v5 "$other" --teacher-result training/results/val_v3_v4_teacher.json \
+                      -o "training/results/val_v5_vs_$other.md"
+                done
+                python -m kdsam_train.report training/results/val_v5a.json --student v5a --teacher v4 --names v5a v4 \
+                    --teacher-result training/results/val_v3_v4_teacher.json -o training/results/val_v5a_vs_v4.md ;;
+    targets-v5) python -m kdsam_train.report training/results/test_v5.json \
+                  --teacher-result training/results/test_v3.json -o training/results/targets_test_v5.md
+                python -m kdsam_train.report training/results/test_v5.json --teacher student --names v5 v4 \
+                  --teacher-result training/results/test_v4.json -o training/results/test_v5_vs_v4.md ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;

@@ -100,9 +100,14 @@ class FinetuneConfig:
     warmup_steps: int = 20
     p_box: float = 0.4  # else clicks
     box_jitter: float = 0.1  # max shift of each box side, as a fraction of the box size
+    p_exact_box: float = 0.0  # share of box prompts given as the tight box (no jitter), as evaluation's "box"
     max_correction_clicks: int = 4
     bce_weight: float = 1.0
-    augment: bool = False  # coupled only (cached embeddings are of unaugmented images)
+    # decoder only: embeddings per training image in the phase-2 cache; copy k>0 is a seeded
+    # augmentation (kdsam_train.augment) of image and mask alike. 1: unaugmented images only
+    embed_copies: int = 1
+    aug_seed: int = 0
+    augment: bool = False  # coupled only (augments on the fly; the decoder-only run uses embed_copies)
     ckpt_every: int = 50
     log_every: int = 10
     seed: int = 0

@@ -197,7 +197,8 @@ def run_distill(cfg: DistillConfig) -> Path:
         model = DDP(encoder) if world > 1 else encoder
         csv = R.CSVLog(run / "log.csv", LOG_FIELDS, resume_step=start if state else None) if rank == 0 else None
         extra = {"init_encoder": init_record} if init_record else None
-        step = _loop(cfg, model, encoder, opt, data, perceptual, device, rank, world, start, csv, skips, run, extra)
+        ctx = R.RunContext(run, device, rank, world, start, csv, skips, extra)
+        step = _loop(cfg, ctx, model, encoder, opt, data, perceptual)
         if rank == 0:
             student.image_encoder = encoder.cpu().eval()
             # ship the teacher's decoder with the phase-1 encoder: usable with boxes at once
@@ -218,13 +219,15 @@ def run_distill(cfg: DistillConfig) -> Path:
         R.teardown()
 
 
-def _loop(cfg, model, encoder, opt, data, perceptual, device, rank, world, start, csv, skips, run, extra) -> int:
+def _loop(cfg, ctx: R.RunContext, model, encoder, opt, data, perceptual) -> int:
+    """Phase-1 steps from ``ctx.start`` to ``cfg.steps`` (or a stop); returns the last step."""
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=start, desc="distill", disable=rank != 0, dynamic_ncols=True,
+    device, rank, world, csv, skips = ctx.device, ctx.rank, ctx.world, ctx.csv, ctx.skips
+    bar = tqdm(total=cfg.steps, initial=ctx.start, desc="distill", disable=rank != 0, dynamic_ncols=True,
                mininterval=10)
     t_start = time.time()
-    step = start
+    step = ctx.start
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = R.lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps)
@@ -259,8 +262,7 @@ def _loop(cfg, model, encoder, opt, data, perceptual, device, rank, world, start
                        "lr": opt.param_groups[0]["lr"], "sec_per_step": round(time.time() - t0, 3),
                        "skipped": skips.total, "elapsed_s": round(time.time() - t_start, 1)})
         if step % cfg.ckpt_every == 0 or step == cfg.steps or stop:
-            R.save_run_state(run / "train_state.pt", "encoder", encoder, opt, step, skips, rank=rank, world=world,
-                             extra=extra)
+            ctx.save("encoder", encoder, opt, step)
         if stop:
             log.info("time limit of %.1f min reached at step %d", cfg.max_minutes, step)
             break

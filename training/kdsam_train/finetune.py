@@ -1,15 +1,18 @@
 """Phase 2: freeze the student encoder, fine-tune prompt encoder + mask decoder on masks.
 
 Prompts are simulated per sample (:mod:`.prompts`): with probability ``p_box`` a box from
-the mask with jitter, otherwise a positive click followed by 0..``max_correction_clicks``
-correction clicks, each placed in the largest error region of the model's own previous
-prediction (computed without gradient), as a user would. Loss: Dice + ``bce_weight`` * BCE
+the mask (jittered, but for a share ``p_exact_box`` of tight boxes), otherwise a positive
+click followed by 0..``max_correction_clicks`` correction clicks, each placed in the largest
+error region of the model's own previous prediction (computed without gradient), as a user
+would. Loss: Dice + ``bce_weight`` * BCE
 on the low-res logits (for a single click, the best of SAM's three masks), plus MSE of the
 predicted IoU. The decoder starts from the teacher's (LiteMedSAM's) by default.
 
 With the encoder frozen its embeddings are computed once into an fp16 cache (the same
-format as the teacher cache, keyed to the encoder's weights). ``coupled=True`` is the
-baseline that trains encoder and decoder jointly (no cache, optional augmentation).
+format as the teacher cache, keyed to the encoder's weights); ``embed_copies=k`` adds k-1
+seeded augmented copies of each image (and its mask), drawn like distinct training items.
+``coupled=True`` is the baseline that trains encoder and decoder jointly (no cache, optional
+augmentation on the fly).
 Resume, logging and DDP as in phase 1 (gradients averaged across ranks with all-reduce).
 """
 
@@ -36,7 +39,7 @@ from .data import SkipLog, discover, load_pair
 from .losses import mask_loss
 from .prompts import box_from_mask, correction_click, jitter_box, random_click
 from .splits import read_splits, select, split_record
-from .teacher_cache import cache_key, fill_cache, open_cache
+from .teacher_cache import cache_key, fill_cache, open_cache, sample_view, weights_sha256
 
 log = logging.getLogger(__name__)
 LOG_FIELDS = ["step", "loss", "mask_loss", "iou_loss", "box_frac", "clicks_mean", "lr", "sec_per_step",
@@ -54,22 +57,29 @@ def mask_to_frame(mask: np.ndarray, img_size: int, frame: int) -> np.ndarray:
 
 
 class Targets:
-    """Ground-truth masks in the low-res frame, loaded once; unusable samples skipped and counted once."""
+    """Ground-truth masks in the low-res frame, loaded once per training item (sample index,
+    copy; copy k>0 augmented as the embedding cache saw it); unusable samples skipped and
+    counted once (not once per copy)."""
 
-    def __init__(self, samples, img_size: int, frame: int, skips: SkipLog) -> None:
+    def __init__(self, samples, img_size: int, frame: int, skips: SkipLog, aug_seed: int = 0) -> None:
         self.samples, self.img_size, self.frame, self.skips = samples, img_size, frame, skips
-        self._gt: dict[str, np.ndarray | None] = {}
+        self.aug_seed = aug_seed
+        self._gt: dict[tuple[str, int], np.ndarray | None] = {}
+        self._bad: set[str] = set()
 
-    def get(self, i: int) -> np.ndarray | None:
+    def get(self, i: int, copy: int = 0) -> np.ndarray | None:
         s = self.samples[i]
-        if s.id not in self._gt:
+        if s.id in self._bad:
+            return None
+        if (s.id, copy) not in self._gt:
             try:
-                _, mask = load_pair(s, require_mask=True)
-                self._gt[s.id] = mask_to_frame(mask, self.img_size, self.frame)
+                _, mask = sample_view(s, copy, self.aug_seed, require_mask=True)
+                self._gt[s.id, copy] = mask_to_frame(mask, self.img_size, self.frame)
             except KDSAMError as e:
                 self.skips.add(s.id, e)
-                self._gt[s.id] = None
-        return self._gt[s.id]
+                self._bad.add(s.id)
+                return None
+        return self._gt[s.id, copy]
 
 
 def _pick(logits: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
@@ -84,7 +94,10 @@ def simulate_and_loss(model, emb: torch.Tensor, gt: np.ndarray, rng: np.random.G
     device = emb.device
     gt_t = torch.from_numpy(gt).to(device)
     if rng.random() < cfg.p_box:
-        box = jitter_box(box_from_mask(gt), gt.shape, cfg.box_jitter, rng) * scale
+        box = box_from_mask(gt)
+        if not (cfg.p_exact_box > 0 and rng.random() < cfg.p_exact_box):
+            box = jitter_box(box, gt.shape, cfg.box_jitter, rng)
+        box = box * scale
         kw = {"boxes": torch.from_numpy(box)[None].to(device)}
         multi, info = False, {"box": 1, "clicks": 0}
     else:
@@ -130,22 +143,30 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
                           source=f"the {cfg.teacher} {part}", what=f"student {part}")
             del teacher
         elif cfg.init_decoder != "student":
-            raise ValueError(f"init_decoder must be teacher or student, not {cfg.init_decoder!r}")
+            raise KDSAMError(f"init_decoder must be teacher or student, not {cfg.init_decoder!r}")
+        if cfg.embed_copies < 1:
+            raise KDSAMError(f"embed_copies must be at least 1, not {cfg.embed_copies}")
+        if cfg.coupled and cfg.embed_copies != 1:
+            raise KDSAMError("embed_copies is for the decoder-only run's embedding cache; the coupled baseline "
+                             "augments on the fly (augment: true)")
         skips = SkipLog()
         samples = select(discover(cfg.data_root), read_splits(cfg.split_file)["train"])
         frame = 4 * student.embedding_shape[1]
         scale = student.img_size / frame
-        targets = Targets(samples, student.img_size, frame, skips)
+        targets = Targets(samples, student.img_size, frame, skips, cfg.aug_seed)
+        items = [(i, c) for i in range(len(samples)) for c in range(cfg.embed_copies)]
         cache = None
         if not cfg.coupled:
             for p in student.image_encoder.parameters():
                 p.requires_grad_(False)
-            cache = open_cache(cfg.embed_cache_dir, student, f"{getattr(student, 'name', 'kdsam')}:encoder")
+            name, sig = f"{getattr(student, 'name', 'kdsam')}:encoder", {"copies": cfg.embed_copies,
+                                                                         "aug_seed": cfg.aug_seed}
+            cache = open_cache(cfg.embed_cache_dir, student, name, **sig)
             if rank == 0:
                 fill_cache(student, cache, samples, batch_size=4, device=device, skips=SkipLog())
             if world > 1:
                 dist.barrier()
-                cache = open_cache(cfg.embed_cache_dir, student, f"{getattr(student, 'name', 'kdsam')}:encoder")
+                cache = open_cache(cfg.embed_cache_dir, student, name, **sig)
         student.to(device)
         student.image_encoder.train(cfg.coupled)
         student.prompt_encoder.train()
@@ -166,21 +187,25 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             log.info("resumed %s at step %d", run, start)
         if rank == 0:
             write_config(cfg, run / "config.yaml")
-            log.info("phase 2 (%s): %d training samples, %d steps x %d x %d ranks", "coupled" if cfg.coupled
-                     else "decoder only", len(samples), cfg.steps, cfg.batch_size, world)
+            log.info("phase 2 (%s): %d training samples x %d copies, %d steps x %d x %d ranks",
+                     "coupled" if cfg.coupled else "decoder only", len(samples), cfg.embed_copies, cfg.steps,
+                     cfg.batch_size, world)
         csv = R.CSVLog(run / "log.csv", LOG_FIELDS, resume_step=start if state else None) if rank == 0 else None
-        step = _loop(cfg, student, opt, samples, targets, cache, scale, device, rank, world, start, csv, skips, run)
+        ctx = R.RunContext(run, device, rank, world, start, csv, skips)
+        step = _loop(cfg, ctx, student, opt, samples, items, targets, cache, scale)
         if rank == 0:
             student.cpu().eval()
+            prompts = {"p_box": cfg.p_box, "box_jitter": cfg.box_jitter,
+                       "max_correction_clicks": cfg.max_correction_clicks}
+            if cfg.p_exact_box:
+                prompts["p_exact_box"] = cfg.p_exact_box
+            extra = {"embed_copies": cfg.embed_copies, "aug_seed": cfg.aug_seed} if cfg.embed_copies > 1 else {}
+            if not cfg.coupled:  # the frozen encoder's weights, as the embedding cache's signature has them
+                extra["encoder_weights_sha256"] = weights_sha256(student.image_encoder)
             out = save_checkpoint(student.state_dict(), run / "student_final.safetensors", checkpoint_metadata(
                 student, phase=2, coupled=cfg.coupled, steps=step, batch_size=cfg.batch_size * world,
-                init_decoder=cfg.init_decoder, phase1_checkpoint=str(cfg.student_checkpoint),
-                phase1_sha256=file_sha256(cfg.student_checkpoint),
-                teacher=student.metadata.get("teacher"), phase1_steps=student.metadata.get("steps"),
-                perceptual=student.metadata.get("perceptual"),
-                phase1_init_encoder=student.metadata.get("init_encoder"),  # a warm-started phase 1's source
-                prompts={"p_box": cfg.p_box, "box_jitter": cfg.box_jitter,
-                         "max_correction_clicks": cfg.max_correction_clicks},
+                init_decoder=cfg.init_decoder, **phase1_lineage(student.metadata, cfg.student_checkpoint),
+                prompts=prompts, **extra,
                 training_data={**split_record(cfg.split_file), "split": "train", "samples": len(samples)},
                 skipped=skips.summary()), overwrite=True)
             log.info("phase 2 done at step %d: %s; skipped %s", step, out, skips.summary())
@@ -190,12 +215,30 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
         R.teardown()
 
 
+def phase1_lineage(meta: dict, checkpoint) -> dict:
+    """Where the frozen encoder of a phase-2 run comes from, as checkpoint metadata.
+
+    ``checkpoint`` is usually phase 1's output; it may also be an earlier phase-2 checkpoint
+    (whose encoder phase 2 kept frozen): then its own phase-1 record is carried over, and the
+    file this run read is named as ``encoder_from``."""
+    read = {"checkpoint": str(checkpoint), "sha256": file_sha256(checkpoint)}
+    if meta.get("phase") == 2 and not meta.get("coupled"):
+        return {"phase1_checkpoint": meta.get("phase1_checkpoint"), "phase1_sha256": meta.get("phase1_sha256"),
+                "teacher": meta.get("teacher"), "phase1_steps": meta.get("phase1_steps"),
+                "perceptual": meta.get("perceptual"), "phase1_init_encoder": meta.get("phase1_init_encoder"),
+                "encoder_from": {**read, "phase": 2}}
+    return {"phase1_checkpoint": read["checkpoint"], "phase1_sha256": read["sha256"], "teacher": meta.get("teacher"),
+            "phase1_steps": meta.get("steps"), "perceptual": meta.get("perceptual"),
+            "phase1_init_encoder": meta.get("init_encoder")}  # a warm-started phase 1's source
+
+
 def _embeddings(student, cache, samples, idx, cfg, step, device, skips):
-    """(B, C, H, W) embeddings of the samples ``idx`` (coupled: computed with gradient)."""
+    """(B, C, H, W) embeddings of the training items ``idx`` ((sample index, copy) pairs;
+    coupled: computed with gradient, copy 0 only)."""
     if cache is not None:
-        return torch.stack([cache.get(cache_key(samples[i].id)).float() for i in idx]).to(device), None
+        return torch.stack([cache.get(cache_key(samples[i].id, c)).float() for i, c in idx]).to(device), None
     xs, gts = [], []
-    for i in idx:
+    for i, _ in idx:
         s = samples[i]
         image, mask = load_pair(s, require_mask=True)  # already known to be usable
         if cfg.augment:
@@ -205,31 +248,32 @@ def _embeddings(student, cache, samples, idx, cfg, step, device, skips):
     return student.encode(torch.cat(xs).to(device)), gts
 
 
-def _loop(cfg, student, opt, samples, targets, cache, scale, device, rank, world, start, csv, skips, run) -> int:
+def _loop(cfg, ctx: R.RunContext, student, opt, samples, items, targets, cache, scale) -> int:
+    """Phase-2 steps from ``ctx.start`` to ``cfg.steps`` (or a stop) over the training ``items``
+    ((sample index, copy) pairs); returns the last step."""
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=start, desc="finetune", disable=rank != 0, dynamic_ncols=True,
+    device, rank, world, csv, skips = ctx.device, ctx.rank, ctx.world, ctx.csv, ctx.skips
+    bar = tqdm(total=cfg.steps, initial=ctx.start, desc="finetune", disable=rank != 0, dynamic_ncols=True,
                mininterval=10)
-    t_start, step = time.time(), start
+    t_start, step = time.time(), ctx.start
     params = [p for g in opt.param_groups for p in g["params"]]
     while step < cfg.steps:
         t0 = time.time()
         for g in opt.param_groups:
             g["lr"] = R.lr_at(step, cfg.steps, g["base"], cfg.warmup_steps)
-        idx = R.batch_indices(len(samples), cfg.batch_size, step, cfg.seed, rank, world)
-        if cache is not None:
-            idx = [i for i in idx if targets.get(i) is not None and cache_key(samples[i].id) in cache]
-        else:
-            idx = [i for i in idx if targets.get(i) is not None]
+        idx = [items[k] for k in R.batch_indices(len(items), cfg.batch_size, step, cfg.seed, rank, world)]
+        idx = [(i, c) for i, c in idx
+               if targets.get(i, c) is not None and (cache is None or cache_key(samples[i].id, c) in cache)]
         opt.zero_grad(set_to_none=True)
         infos = []
         if idx:
             emb, gts = _embeddings(student, cache, samples, idx, cfg, step, device, skips)
             total = 0.0
-            for j, i in enumerate(idx):
-                gt = gts[j] if gts is not None else targets.get(i)
-                loss, info = simulate_and_loss(student, emb[j:j + 1], gt, np.random.default_rng([cfg.seed, step, i]),
-                                               cfg, scale)
+            for j, (i, c) in enumerate(idx):
+                gt = gts[j] if gts is not None else targets.get(i, c)
+                rng = np.random.default_rng([cfg.seed, step, i, *([c] if c else [])])  # copy 0: as before copies
+                loss, info = simulate_and_loss(student, emb[j:j + 1], gt, rng, cfg, scale)
                 total = total + loss / len(idx)
                 infos.append(info)
             total.backward()
@@ -257,7 +301,7 @@ def _loop(cfg, student, opt, samples, targets, cache, scale, device, rank, world
                        "lr": opt.param_groups[0]["lr"], "sec_per_step": round(time.time() - t0, 3),
                        "skipped": skips.total, "elapsed_s": round(time.time() - t_start, 1)})
         if step % cfg.ckpt_every == 0 or step == cfg.steps or stop:
-            R.save_run_state(run / "train_state.pt", "model", student, opt, step, skips, rank=rank, world=world)
+            ctx.save("model", student, opt, step)
         if stop:
             log.info("stopped at step %d", step)
             break

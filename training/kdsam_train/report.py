@@ -5,7 +5,8 @@ per-image paired box-Dice difference, and one- and five-click Dice (student vs t
 dataset, from an ``evaluate`` result file. ``--teacher-result OTHER.json`` takes the teacher from
 another evaluation run instead (a student evaluated alone, compared with a teacher evaluated
 earlier); the two runs must have scored the same split file, the same images and the same
-prompt settings, else it is an error that names the difference.
+prompt settings, else it is an error that names the difference. The "teacher" may be another
+student (``--teacher v4``, an earlier version); ``--names v5 v4`` then names the columns.
 """
 
 from __future__ import annotations
@@ -51,15 +52,18 @@ def check_same_run(result: dict, other: dict, student_ids, teacher_ids) -> None:
 
 
 def targets_table(result: dict, student: str = "student", teacher: str = "teacher",
-                  teacher_result: dict | None = None) -> str:
+                  teacher_result: dict | None = None, names: tuple[str, str] = ("student", "teacher")) -> str:
+    """The table; ``names`` are the two models' names in its header (e.g. ``("v5", "v4")`` when
+    the "teacher" is an earlier student)."""
     t_result = result if teacher_result is None else teacher_result
     s_img, t_img = _box_dice(result, student), _box_dice(t_result, teacher)
     if teacher_result is not None:
         check_same_run(result, teacher_result, s_img, t_img)
     s, t = _summary(result, student, "student"), _summary(t_result, teacher, "teacher")
-    lines = ["| dataset | n | box Dice student | box Dice teacher | paper KD SAM | box >= teacher | "
-             "box student - teacher per image (mean ± std; images >=) | "
-             "1-click Dice student | 1-click Dice teacher | 5-click Dice student | 5-click Dice teacher |",
+    sn, tn = names
+    lines = [f"| dataset | n | box Dice {sn} | box Dice {tn} | paper KD SAM | box {sn} >= {tn} | "
+             f"box {sn} - {tn} per image (mean ± std; images >=) | "
+             f"1-click Dice {sn} | 1-click Dice {tn} | 5-click Dice {sn} | 5-click Dice {tn} |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for ds in [d for d in s if d != "all"] + ["all"]:
         sb, tb = s[ds]["box"]["dice"], t[ds]["box"]["dice"]
@@ -88,11 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--student", default="student")
     p.add_argument("--teacher", default="teacher")
     p.add_argument("--teacher-result", default="", help="take the teacher from this evaluation JSON instead")
+    p.add_argument("--names", nargs=2, default=["student", "teacher"], metavar=("STUDENT", "TEACHER"),
+                   help="the two models' names in the table's header")
     p.add_argument("-o", "--out", default="", help="write the table to this file (atomically) instead of stdout")
     a = p.parse_args(argv)
     try:
         table = targets_table(_read(a.result), a.student, a.teacher,
-                              _read(a.teacher_result) if a.teacher_result else None)
+                              _read(a.teacher_result) if a.teacher_result else None, tuple(a.names))
     except ValueError as e:  # nothing is written: an earlier table at --out stays as it was
         print(f"kdsam_train.report: error: {e}", file=sys.stderr)
         return 2

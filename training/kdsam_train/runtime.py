@@ -6,6 +6,7 @@ import csv
 import logging
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,27 @@ def save_run_state(path: str | os.PathLike, weights_key: str, module, opt, step:
     if rank == 0:
         save_state(path, {weights_key: module.state_dict(), "optimizer": opt.state_dict(), "step": step,
                           "rng": rng, "skips": dict(skips.counts), **(extra or {})})
+
+
+@dataclass
+class RunContext:
+    """What a training loop knows of its run: its folder, device, DDP rank and world size, the
+    step it starts at, its CSV log (rank 0; None on the others), skip counts, and ``extra``:
+    facts fixed at the run's start that every saved state carries (see :func:`save_run_state`)."""
+
+    dir: Path
+    device: torch.device
+    rank: int
+    world: int
+    start: int
+    csv: "CSVLog | None"
+    skips: object
+    extra: dict | None = None
+
+    def save(self, weights_key: str, module, opt, step: int) -> None:
+        """``<dir>/train_state.pt`` at ``step`` (all ranks call it; rank 0 writes)."""
+        save_run_state(self.dir / "train_state.pt", weights_key, module, opt, step, self.skips, rank=self.rank,
+                       world=self.world, extra=self.extra)
 
 
 def load_state(path: str | os.PathLike) -> dict | None:
