@@ -4,9 +4,8 @@ Prompts are simulated per sample (:mod:`.prompts`): with probability ``p_box`` a
 the mask (jittered, but for a share ``p_exact_box`` of tight boxes), otherwise a positive
 click followed by 0..``max_correction_clicks`` correction clicks, each placed in the largest
 error region of the model's own previous prediction (computed without gradient), as a user
-would. Loss: Dice + ``bce_weight`` * BCE
-on the low-res logits (for a single click, the best of SAM's three masks), plus MSE of the
-predicted IoU. The decoder starts from the teacher's (LiteMedSAM's) by default.
+would. Loss: Dice + ``bce_weight`` * BCE on the low-res logits (for a single click, the best of
+SAM's three masks), plus MSE of the predicted IoU. The decoder starts from the teacher's (LiteMedSAM's) by default.
 
 With the encoder frozen its embeddings are computed once into an fp16 cache (the same
 format as the teacher cache, keyed to the encoder's weights); ``embed_copies=k`` adds k-1
@@ -39,7 +38,7 @@ from .data import SkipLog, discover, load_pair
 from .losses import mask_loss
 from .prompts import box_from_mask, correction_click, jitter_box, random_click
 from .splits import read_splits, select, split_record
-from .teacher_cache import cache_key, fill_cache, open_cache, sample_view, weights_sha256
+from .teacher_cache import cache_key, fill_cache, open_cache, sample_view
 
 log = logging.getLogger(__name__)
 LOG_FIELDS = ["step", "loss", "mask_loss", "iou_loss", "box_frac", "clicks_mean", "lr", "sec_per_step",
@@ -64,7 +63,7 @@ class Targets:
     def __init__(self, samples, img_size: int, frame: int, skips: SkipLog, aug_seed: int = 0) -> None:
         self.samples, self.img_size, self.frame, self.skips = samples, img_size, frame, skips
         self.aug_seed = aug_seed
-        self._gt: dict[tuple[str, int], np.ndarray | None] = {}
+        self._gt: dict[tuple[str, int], np.ndarray] = {}
         self._bad: set[str] = set()
 
     def get(self, i: int, copy: int = 0) -> np.ndarray | None:
@@ -200,8 +199,8 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             if cfg.p_exact_box:
                 prompts["p_exact_box"] = cfg.p_exact_box
             extra = {"embed_copies": cfg.embed_copies, "aug_seed": cfg.aug_seed} if cfg.embed_copies > 1 else {}
-            if not cfg.coupled:  # the frozen encoder's weights, as the embedding cache's signature has them
-                extra["encoder_weights_sha256"] = weights_sha256(student.image_encoder)
+            if cache is not None:  # the frozen encoder's weights, hashed for the embedding cache's signature
+                extra["encoder_weights_sha256"] = cache.signature["weights_sha256"]
             out = save_checkpoint(student.state_dict(), run / "student_final.safetensors", checkpoint_metadata(
                 student, phase=2, coupled=cfg.coupled, steps=step, batch_size=cfg.batch_size * world,
                 init_decoder=cfg.init_decoder, **phase1_lineage(student.metadata, cfg.student_checkpoint),
@@ -222,11 +221,9 @@ def phase1_lineage(meta: dict, checkpoint) -> dict:
     (whose encoder phase 2 kept frozen): then its own phase-1 record is carried over, and the
     file this run read is named as ``encoder_from``."""
     read = {"checkpoint": str(checkpoint), "sha256": file_sha256(checkpoint)}
+    keys = ("phase1_checkpoint", "phase1_sha256", "teacher", "phase1_steps", "perceptual", "phase1_init_encoder")
     if meta.get("phase") == 2 and not meta.get("coupled"):
-        return {"phase1_checkpoint": meta.get("phase1_checkpoint"), "phase1_sha256": meta.get("phase1_sha256"),
-                "teacher": meta.get("teacher"), "phase1_steps": meta.get("phase1_steps"),
-                "perceptual": meta.get("perceptual"), "phase1_init_encoder": meta.get("phase1_init_encoder"),
-                "encoder_from": {**read, "phase": 2}}
+        return {**{k: meta.get(k) for k in keys}, "encoder_from": {**read, "phase": 2}}
     return {"phase1_checkpoint": read["checkpoint"], "phase1_sha256": read["sha256"], "teacher": meta.get("teacher"),
             "phase1_steps": meta.get("steps"), "perceptual": meta.get("perceptual"),
             "phase1_init_encoder": meta.get("init_encoder")}  # a warm-started phase 1's source
