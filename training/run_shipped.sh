@@ -19,7 +19,12 @@
 # v4 (restore the v4 weights from git), finetune-v5a, eval-val-v5a (a phase-2 probe on v4's encoder:
 # half the box prompts tight), cache-x2 (teacher cache of train + one augmented copy), distill-v5,
 # finetune-v5 (v4's phase 1 trained on augmented copies, a fresh phase 2), eval-val-v5, eval-v5,
-# cache-val, diagnose-v5, compare-val-v5 (v5 / v5a vs v4 and the teacher on val, paired), targets-v5.
+# cache-val, diagnose-v5, compare-val-v5 (v5 / v5a vs v4 and the teacher on val, paired), targets-v5;
+# v5 (restore the v5 weights from git), finetune-v6a, eval-val-v6a, compare-val-v6a (a phase-2 probe
+# on v5's encoder: two augmented embedding copies per training image); distill-v6 (v5's encoder
+# trained on with the decoder perceptual term; needs cache-trainval), finetune-v6, eval-val-v6,
+# diagnose-v6, compare-val-v6 (v6 vs v5 and the teacher on val; v6 was not shipped, so no test run);
+# finetune-v5s1, eval-val-v5s1, compare-val-v5s1 (v5's phase 2 repeated with seed 1: run-to-run noise).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -44,6 +49,10 @@ for stage in "$@"; do
               mkdir -p runs/finetune_kdsam256_v4
               git show f0de0dc:resources/weights/kdsam_default.safetensors \
                 > runs/finetune_kdsam256_v4/student_final.safetensors ;;
+    v5)       # the v5 weights as shipped in 1e20483 (session 7)
+              mkdir -p runs/finetune_kdsam256_v5
+              git show 1e20483:resources/weights/kdsam_default.safetensors \
+                > runs/finetune_kdsam256_v5/student_final.safetensors ;;
     cache-trainval) kdsam-train cache --config training/configs/cache_lite_medsam.yaml --splits train val ;;
     cache)    kdsam-train cache    --config training/configs/cache_lite_medsam.yaml ;;
     cache-val) kdsam-train cache   --config training/configs/cache_lite_medsam.yaml --splits val ;;  # for diagnose
@@ -89,6 +98,18 @@ for stage in "$@"; do
                   --teacher-result training/results/test_v3.json -o training/results/targets_test_v5.md
                 python -m kdsam_train.report training/results/test_v5.json --teacher student --names v5 v4 \
                   --teacher-result training/results/test_v4.json -o training/results/test_v5_vs_v4.md ;;
+    compare-val-v6a) python -m kdsam_train.report training/results/val_v6a.json --student v6a --teacher v5 \
+                  --names v6a v5 --teacher-result training/results/val_v5.json -o training/results/val_v6a_vs_v5.md ;;
+    diagnose-v6) kdsam-train diagnose --split val --out training/results/diagnose_val_v6 --threads 2 --students \
+                  v5=runs/finetune_kdsam256_v5/student_final.safetensors \
+                  v6=runs/distill_kdsam256_v6/student_phase1.safetensors ;;
+    compare-val-v6) python -m kdsam_train.report training/results/val_v6.json --student v6 --teacher v5 \
+                  --names v6 v5 --teacher-result training/results/val_v5.json -o training/results/val_v6_vs_v5.md
+                python -m kdsam_train.report training/results/val_v6.json --student v6 --teacher teacher \
+                  --names v6 teacher --teacher-result training/results/val_v3_v4_teacher.json \
+                  -o training/results/val_v6_vs_teacher.md ;;
+    compare-val-v5s1) python -m kdsam_train.report training/results/val_v5s1.json --student v5s1 --teacher v5 \
+                  --names v5s1 v5 --teacher-result training/results/val_v5.json -o training/results/val_v5s1_vs_v5.md ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from kdsam_core.atomic import write_text
+from kdsam_core.errors import KDSAMError
 
 DEFAULT_SPLIT_FILE = str(Path(__file__).resolve().parents[1] / "splits" / "shared_data_v1.json")
 
@@ -66,7 +67,7 @@ class DistillConfig:
     lr: float = 2e-4  # 2e-3 collapsed the v1 student to one embedding (training/README.md)
     weight_decay: float = 1e-4
     warmup_steps: int = 50
-    # decoder | vgg | none. none: the shipped v2 weights; decoder at lambda 0.1 made the embed_prior
+    # decoder | vgg | none. none: the shipped v2 to v5 weights; decoder at lambda 0.1 made the embed_prior
     # head diverge (training/README.md, "Perceptual loss"); vgg needs ImageNet VGG16 weights
     perceptual: str = "none"
     lambda_perceptual: float = 0.1
@@ -172,17 +173,42 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(opt, type=kind, help=f"(default {default})")
 
 
+def _typed(value, kind: type, name: str, source: str):
+    """A YAML value as the option's type; a :class:`KDSAMError` naming the option if it is not.
+
+    YAML 1.1 reads ``1e-4`` (no dot) as a string: for a float option it is taken as the number
+    it spells; an int given for a float option is widened; nothing else is converted."""
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool)):
+        return value
+    article = {list: "a list", int: "an int", bool: "a bool (true or false)"}.get(kind, f"a {kind.__name__}")
+    raise KDSAMError(f"{source}: option {name} must be {article}, "
+                     f"not {value!r}" + (" (give a value or leave the option out)" if value is None else ""))
+
+
 def resolve(cls: type, args: argparse.Namespace):
-    """Defaults < ``--config`` YAML < explicit options."""
+    """Defaults < ``--config`` YAML < explicit options. A YAML file with an unknown option or a
+    value of the wrong type is a :class:`KDSAMError` (one message naming file and option)."""
     values: dict = {}
+    hints = typing.get_type_hints(cls)
     if getattr(args, "config", None):
-        doc = yaml.safe_load(Path(args.config).read_text()) or {}
+        try:
+            doc = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise KDSAMError(f"cannot read the config {args.config}: {e}") from None
+        if not isinstance(doc, dict):
+            raise KDSAMError(f"{args.config}: a config is a mapping of option: value, not {type(doc).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(doc) - names)
         if unknown:
-            raise ValueError(f"{args.config}: unknown option(s) {', '.join(unknown)}")
-        values.update(doc)
-    hints = typing.get_type_hints(cls)
+            raise KDSAMError(f"{args.config}: unknown option(s) {', '.join(unknown)}")
+        values.update({k: _typed(v, _kind(hints[k]), k, args.config) for k, v in doc.items()})
     for f in dataclasses.fields(cls):
         v = getattr(args, f.name, None)
         if v is not None:

@@ -229,7 +229,7 @@ def phase1_lineage(meta: dict, checkpoint) -> dict:
             "phase1_init_encoder": meta.get("init_encoder")}  # a warm-started phase 1's source
 
 
-def _embeddings(student, cache, samples, idx, cfg, step, device, skips):
+def _embeddings(student, cache, samples, idx, cfg, step, device):
     """(B, C, H, W) embeddings of the training items ``idx`` ((sample index, copy) pairs;
     coupled: computed with gradient, copy 0 only)."""
     if cache is not None:
@@ -265,7 +265,7 @@ def _loop(cfg, ctx: R.RunContext, student, opt, samples, items, targets, cache, 
         opt.zero_grad(set_to_none=True)
         infos = []
         if idx:
-            emb, gts = _embeddings(student, cache, samples, idx, cfg, step, device, skips)
+            emb, gts = _embeddings(student, cache, samples, idx, cfg, step, device)
             total = 0.0
             for j, (i, c) in enumerate(idx):
                 gt = gts[j] if gts is not None else targets.get(i, c)

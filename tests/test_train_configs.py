@@ -1,0 +1,93 @@
+"""Config files: typed loading, and the committed configs with the pipeline script that names them.
+
+A YAML file with an unknown option or a value of the wrong type (``steps: 400.5``) is one clear
+error before any work; ``lr: 1e-4``, a string to PyYAML, is read as the number it spells. Every
+file under training/configs/ must load into its subcommand's options, and every config file
+that training/run_shipped.sh names, directly or through a versioned stage it lists, must exist.
+"""
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from kdsam_core.errors import KDSAMError
+from kdsam_train.cli import main
+from kdsam_train.config import CacheConfig, DistillConfig, EvalConfig, FinetuneConfig, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "training" / "configs").glob("*.yaml"))
+KIND = {"cache": CacheConfig, "distill": DistillConfig, "finetune": FinetuneConfig, "eval": EvalConfig}
+
+
+def _load(cls, path):
+    return resolve(cls, argparse.Namespace(config=str(path)))
+
+
+def test_yaml_values_are_typed(tmp_path):
+    f = tmp_path / "ft.yaml"
+    f.write_text("lr: 1e-4\nbox_jitter: 0\nsteps: 12\nembed_copies: 2\n")
+    cfg = _load(FinetuneConfig, f)
+    assert cfg.lr == pytest.approx(1e-4) and isinstance(cfg.lr, float)  # YAML 1.1 reads 1e-4 as a string
+    assert cfg.box_jitter == 0.0 and isinstance(cfg.box_jitter, float)
+    assert cfg.steps == 12 and cfg.embed_copies == 2
+
+
+@pytest.mark.parametrize("text, words", [
+    ("steps: 400.5\n", ["steps", "int", "400.5"]),
+    ("lr: fast\n", ["lr", "float", "fast"]),
+    ("coupled: 1\n", ["coupled", "bool"]),
+    ("steps: true\n", ["steps", "int"]),
+    ("run_dir:\n", ["run_dir", "leave the option out"]),
+    ("stepz: 3\n", ["unknown option", "stepz"]),
+    ("- steps\n", ["mapping"]),
+    ("steps: [1\n", ["cannot read"]),
+])
+def test_bad_config_is_one_clear_error(tmp_path, text, words):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(KDSAMError) as e:
+        _load(FinetuneConfig, f)
+    assert str(f) in str(e.value)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_cli_reports_a_bad_config_and_exits_2(tmp_path, caplog):
+    f = tmp_path / "bad.yaml"
+    f.write_text("steps: 400.5\n")
+    assert main(["finetune", "--config", str(f), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "option steps must be an int, not 400.5" in caplog.text
+    assert not (tmp_path / "run").exists()
+
+
+def test_configs_are_found():
+    assert len(CONFIGS) > 20, CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_committed_config_loads(path):
+    cfg = _load(KIND[path.name.split("_")[0]], path)
+    assert cfg.data_root == "../shared/data"
+
+
+def _stage_configs(script: str) -> set[str]:
+    """Config paths run_shipped.sh uses: literal ones and those of the versioned stages it lists."""
+    paths = set(re.findall(r"training/configs/[\w.]+\.yaml", script))
+    patterns = {"distill-v": "distill_kdsam256_{}.yaml", "finetune-v": "finetune_kdsam256_{}.yaml",
+                "eval-val-v": "eval_val_{}.yaml", "eval-v": "eval_test_{}.yaml"}
+    header = "\n".join(line for line in script.splitlines() if line.startswith("#"))
+    for prefix, name in patterns.items():
+        for version in re.findall(rf"(?<![\w-]){prefix}(\d\w*)", header):
+            paths.add(f"training/configs/{name.format('v' + version)}")
+    return paths
+
+
+def test_pipeline_script_names_only_existing_configs():
+    script = (ROOT / "training" / "run_shipped.sh").read_text()
+    paths = _stage_configs(script)
+    assert "training/configs/distill_kdsam256_v5.yaml" in paths  # a versioned stage, resolved
+    assert "training/configs/eval_val_v6.yaml" in paths
+    missing = sorted(p for p in paths if not (ROOT / p).is_file())
+    assert not missing, f"run_shipped.sh names configs that do not exist: {missing}"
