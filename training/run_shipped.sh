@@ -24,7 +24,9 @@
 # on v5's encoder: two augmented embedding copies per training image); distill-v6 (v5's encoder
 # trained on with the decoder perceptual term; needs cache-trainval), finetune-v6, eval-val-v6,
 # diagnose-v6, compare-val-v6 (v6 vs v5 and the teacher on val; v6 was not shipped, so no test run);
-# finetune-v5s1, eval-val-v5s1, compare-val-v5s1 (v5's phase 2 repeated with seed 1: run-to-run noise).
+# finetune-v5s1, eval-val-v5s1, compare-val-v5s1 (v5's phase 2 repeated with seed 1: run-to-run noise);
+# coupled-v7 (v5 refined with encoder and decoder trained together), finetune-v7c (its control: v5's
+# decoder trained on alone), eval-val-v7, compare-val-v7 (v7 and v7c vs v5 and the teacher on val).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -110,6 +112,16 @@ for stage in "$@"; do
                   -o training/results/val_v6_vs_teacher.md ;;
     compare-val-v5s1) python -m kdsam_train.report training/results/val_v5s1.json --student v5s1 --teacher v5 \
                   --names v5s1 v5 --teacher-result training/results/val_v5.json -o training/results/val_v5s1_vs_v5.md ;;
+    coupled-v7) kdsam-train finetune --config training/configs/finetune_coupled_kdsam256_v7.yaml ;;
+    finetune-v7c) kdsam-train finetune --config training/configs/finetune_kdsam256_v7c.yaml ;;
+    eval-val-v7) kdsam-train evaluate --config training/configs/eval_val_v7.yaml ;;
+    compare-val-v7) for m in v7 v7c; do
+                  python -m kdsam_train.report training/results/val_v7.json --student "$m" --teacher v5 \
+                      --names "$m" v5 --teacher-result training/results/val_v5.json -o "training/results/val_${m}_vs_v5.md"
+                done
+                python -m kdsam_train.report training/results/val_v7.json --student v7 --teacher teacher \
+                  --names v7 teacher --teacher-result training/results/val_v3_v4_teacher.json \
+                  -o training/results/val_v7_vs_teacher.md ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;
