@@ -437,6 +437,20 @@ def test_finetune_augmented_copies_and_lineage_from_a_phase2_checkpoint(world, t
     assert cli.main([*ft, "--student-checkpoint", str(p1), "--run-dir", str(tmp_path / "c"), "--coupled", "true",
                      "--embed-copies", "2"]) == 2
     assert not (tmp_path / "c" / "train_state.pt").exists()
+    # the shipped v7 recipe: coupled from a phase-2 checkpoint, its decoder kept (init_decoder
+    # student; lr 0 so the weights read are the weights written), its lineage carried over
+    assert cli.main([*ft, "--student-checkpoint", str(p2), "--run-dir", str(tmp_path / "r"), "--coupled", "true",
+                     "--augment", "true", "--init-decoder", "student", "--steps", "2", "--lr", "0",
+                     "--encoder-lr", "0"]) == 0
+    refined = read_metadata(tmp_path / "r" / "student_final.safetensors")
+    assert refined["coupled"] is True and refined["init_decoder"] == "student"
+    assert refined["encoder_from"] == {"checkpoint": str(p2), "sha256": file_sha256(p2), "phase": 2}
+    assert refined["phase1_checkpoint"] == str(p1) and refined["phase1_sha256"] == file_sha256(p1)
+    c = load_file(tmp_path / "r" / "student_final.safetensors")
+    b = load_file(p2)
+    assert all(torch.equal(b[k], c[k]) for k in b if k.startswith(("mask_decoder.", "prompt_encoder.")))
+    teacher = load_file(world["teacher"])  # not re-initialised from the teacher's decoder
+    assert any(not torch.equal(teacher[k], c[k]) for k in c if k.startswith("mask_decoder."))
 
 
 def test_exact_box_share_gives_the_tight_box():

@@ -26,7 +26,9 @@
 # diagnose-v6, compare-val-v6 (v6 vs v5 and the teacher on val; v6 was not shipped, so no test run);
 # finetune-v5s1, eval-val-v5s1, compare-val-v5s1 (v5's phase 2 repeated with seed 1: run-to-run noise);
 # coupled-v7 (v5 refined with encoder and decoder trained together), finetune-v7c (its control: v5's
-# decoder trained on alone), eval-val-v7, compare-val-v7 (v7 and v7c vs v5 and the teacher on val).
+# decoder trained on alone), eval-val-v7, compare-val-v7 (v7 and v7c vs v5 and the teacher on val),
+# eval-v7, targets-v7 (test), cache-val, diagnose-v7; coupled-v7s1, eval-val-v7s1, compare-val-v7s1
+# (v7's coupled refinement repeated with seed 1).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -112,9 +114,16 @@ for stage in "$@"; do
                   -o training/results/val_v6_vs_teacher.md ;;
     compare-val-v5s1) python -m kdsam_train.report training/results/val_v5s1.json --student v5s1 --teacher v5 \
                   --names v5s1 v5 --teacher-result training/results/val_v5.json -o training/results/val_v5s1_vs_v5.md ;;
-    coupled-v7) kdsam-train finetune --config training/configs/finetune_coupled_kdsam256_v7.yaml ;;
-    finetune-v7c) kdsam-train finetune --config training/configs/finetune_kdsam256_v7c.yaml ;;
-    eval-val-v7) kdsam-train evaluate --config training/configs/eval_val_v7.yaml ;;
+    coupled-v7*) kdsam-train finetune --config "training/configs/finetune_coupled_kdsam256_${stage#coupled-}.yaml" ;;
+    diagnose-v7) kdsam-train diagnose --split val --out training/results/diagnose_val_v7 --threads 2 --students \
+                  v5=runs/finetune_kdsam256_v5/student_final.safetensors \
+                  v7=runs/finetune_coupled_kdsam256_v7/student_final.safetensors ;;
+    targets-v7) python -m kdsam_train.report training/results/test_v7.json \
+                  --teacher-result training/results/test_v3.json -o training/results/targets_test_v7.md
+                python -m kdsam_train.report training/results/test_v7.json --teacher student --names v7 v5 \
+                  --teacher-result training/results/test_v5.json -o training/results/test_v7_vs_v5.md ;;
+    compare-val-v7s1) python -m kdsam_train.report training/results/val_v7s1.json --student v7s1 --teacher v7 \
+                  --names v7s1 v7 --teacher-result training/results/val_v7.json -o training/results/val_v7s1_vs_v7.md ;;
     compare-val-v7) for m in v7 v7c; do
                   python -m kdsam_train.report training/results/val_v7.json --student "$m" --teacher v5 \
                       --names "$m" v5 --teacher-result training/results/val_v5.json -o "training/results/val_${m}_vs_v5.md"
