@@ -28,7 +28,7 @@
 # coupled-v7 (v5 refined with encoder and decoder trained together), finetune-v7c (its control: v5's
 # decoder trained on alone), eval-val-v7, compare-val-v7 (v7 and v7c vs v5 and the teacher on val),
 # eval-v7, targets-v7 (test), cache-val, diagnose-v7; coupled-v7s1, eval-val-v7s1, compare-val-v7s1
-# (v7's coupled refinement repeated with seed 1).
+# (v7's coupled refinement repeated with seed 1); v7 (restore the v7 weights from git).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -57,6 +57,10 @@ for stage in "$@"; do
               mkdir -p runs/finetune_kdsam256_v5
               git show 1e20483:resources/weights/kdsam_default.safetensors \
                 > runs/finetune_kdsam256_v5/student_final.safetensors ;;
+    v7)       # the v7 weights as shipped in 222e827 (session 9)
+              mkdir -p runs/finetune_coupled_kdsam256_v7
+              git show 222e827:resources/weights/kdsam_default.safetensors \
+                > runs/finetune_coupled_kdsam256_v7/student_final.safetensors ;;
     cache-trainval) kdsam-train cache --config training/configs/cache_lite_medsam.yaml --splits train val ;;
     cache)    kdsam-train cache    --config training/configs/cache_lite_medsam.yaml ;;
     cache-val) kdsam-train cache   --config training/configs/cache_lite_medsam.yaml --splits val ;;  # for diagnose
