@@ -33,6 +33,13 @@ set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
 stamp() { echo "=== $(date -u +%FT%TZ) $*"; }
+# pair_val RESULT STUDENT OTHER OTHER_RESULT: model STUDENT of training/results/RESULT.json against
+# model OTHER of OTHER_RESULT.json, paired per image (same images and prompts, checked) ->
+# training/results/val_STUDENT_vs_OTHER.md
+pair_val() {
+  python -m kdsam_train.report "training/results/$1.json" --student "$2" --teacher "$3" --names "$2" "$3" \
+      --teacher-result "training/results/$4.json" -o "training/results/val_$2_vs_$3.md"
+}
 
 for stage in "$@"; do
   stamp "$stage start"
@@ -95,29 +102,20 @@ for stage in "$@"; do
     diagnose-v5) kdsam-train diagnose --split val --out training/results/diagnose_val_v5 --threads 2 --students \
                   v4=runs/finetune_kdsam256_v4/student_final.safetensors \
                   v5=runs/distill_kdsam256_v5/student_phase1.safetensors ;;
-    compare-val-v5) for other in v4 teacher; do    # v5 vs v4 and vs the teacher on val, paired per image
-                  python -m kdsam_train.report training/results/val_v5.json --student v5 --teacher "$other" \
-                      --names v5 "$other" --teacher-result training/results/val_v3_v4_teacher.json \
-                      -o "training/results/val_v5_vs_$other.md"
-                done
-                python -m kdsam_train.report training/results/val_v5a.json --student v5a --teacher v4 --names v5a v4 \
-                    --teacher-result training/results/val_v3_v4_teacher.json -o training/results/val_v5a_vs_v4.md ;;
+    compare-val-v5) pair_val val_v5 v5 v4 val_v3_v4_teacher    # v5 vs v4 and vs the teacher on val
+                pair_val val_v5 v5 teacher val_v3_v4_teacher
+                pair_val val_v5a v5a v4 val_v3_v4_teacher ;;
     targets-v5) python -m kdsam_train.report training/results/test_v5.json \
                   --teacher-result training/results/test_v3.json -o training/results/targets_test_v5.md
                 python -m kdsam_train.report training/results/test_v5.json --teacher student --names v5 v4 \
                   --teacher-result training/results/test_v4.json -o training/results/test_v5_vs_v4.md ;;
-    compare-val-v6a) python -m kdsam_train.report training/results/val_v6a.json --student v6a --teacher v5 \
-                  --names v6a v5 --teacher-result training/results/val_v5.json -o training/results/val_v6a_vs_v5.md ;;
+    compare-val-v6a) pair_val val_v6a v6a v5 val_v5 ;;
     diagnose-v6) kdsam-train diagnose --split val --out training/results/diagnose_val_v6 --threads 2 --students \
                   v5=runs/finetune_kdsam256_v5/student_final.safetensors \
                   v6=runs/distill_kdsam256_v6/student_phase1.safetensors ;;
-    compare-val-v6) python -m kdsam_train.report training/results/val_v6.json --student v6 --teacher v5 \
-                  --names v6 v5 --teacher-result training/results/val_v5.json -o training/results/val_v6_vs_v5.md
-                python -m kdsam_train.report training/results/val_v6.json --student v6 --teacher teacher \
-                  --names v6 teacher --teacher-result training/results/val_v3_v4_teacher.json \
-                  -o training/results/val_v6_vs_teacher.md ;;
-    compare-val-v5s1) python -m kdsam_train.report training/results/val_v5s1.json --student v5s1 --teacher v5 \
-                  --names v5s1 v5 --teacher-result training/results/val_v5.json -o training/results/val_v5s1_vs_v5.md ;;
+    compare-val-v6) pair_val val_v6 v6 v5 val_v5
+                pair_val val_v6 v6 teacher val_v3_v4_teacher ;;
+    compare-val-v5s1) pair_val val_v5s1 v5s1 v5 val_v5 ;;
     coupled-v7*) kdsam-train finetune --config "training/configs/finetune_coupled_kdsam256_${stage#coupled-}.yaml" ;;
     diagnose-v7) kdsam-train diagnose --split val --out training/results/diagnose_val_v7 --threads 2 --students \
                   v5=runs/finetune_kdsam256_v5/student_final.safetensors \
@@ -126,15 +124,10 @@ for stage in "$@"; do
                   --teacher-result training/results/test_v3.json -o training/results/targets_test_v7.md
                 python -m kdsam_train.report training/results/test_v7.json --teacher student --names v7 v5 \
                   --teacher-result training/results/test_v5.json -o training/results/test_v7_vs_v5.md ;;
-    compare-val-v7s1) python -m kdsam_train.report training/results/val_v7s1.json --student v7s1 --teacher v7 \
-                  --names v7s1 v7 --teacher-result training/results/val_v7.json -o training/results/val_v7s1_vs_v7.md ;;
-    compare-val-v7) for m in v7 v7c; do
-                  python -m kdsam_train.report training/results/val_v7.json --student "$m" --teacher v5 \
-                      --names "$m" v5 --teacher-result training/results/val_v5.json -o "training/results/val_${m}_vs_v5.md"
-                done
-                python -m kdsam_train.report training/results/val_v7.json --student v7 --teacher teacher \
-                  --names v7 teacher --teacher-result training/results/val_v3_v4_teacher.json \
-                  -o training/results/val_v7_vs_teacher.md ;;
+    compare-val-v7s1) pair_val val_v7s1 v7s1 v7 val_v7 ;;
+    compare-val-v7) pair_val val_v7 v7 v5 val_v5
+                pair_val val_v7 v7c v5 val_v5
+                pair_val val_v7 v7 teacher val_v3_v4_teacher ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;

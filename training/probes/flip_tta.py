@@ -25,7 +25,6 @@ from kdsam_train.data import SkipLog, discover
 from kdsam_train.evaluate import EvalModel, eval_samples
 from kdsam_train.metrics import dice
 from kdsam_train.prompts import box_from_mask, center_click
-
 from kdsam_train.splits import read_splits, select
 
 student_file, split, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
