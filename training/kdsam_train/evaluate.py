@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +206,9 @@ def run_evaluate(cfg: EvalConfig) -> dict:
     samples = select(discover(cfg.data_root), read_splits(cfg.split_file)[cfg.split])
     skips = SkipLog()
     rows = []
-    for s, image, gt in tqdm(eval_samples(samples, cfg, skips), desc=f"evaluate {cfg.split}", total=len(samples),
+    per_ds = Counter(s.dataset for s in samples)
+    total = sum(min(n, cfg.max_per_dataset) if cfg.max_per_dataset else n for n in per_ds.values())
+    for s, image, gt in tqdm(eval_samples(samples, cfg, skips), desc=f"evaluate {cfg.split}", total=total,
                              dynamic_ncols=True, mininterval=10):
         for m in models:
             runs = [(m.label, m.embed(s.id, image))]
