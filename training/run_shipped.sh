@@ -28,7 +28,9 @@
 # coupled-v7 (v5 refined with encoder and decoder trained together), finetune-v7c (its control: v5's
 # decoder trained on alone), eval-val-v7, compare-val-v7 (v7 and v7c vs v5 and the teacher on val),
 # eval-v7, targets-v7 (test), cache-val, diagnose-v7; coupled-v7s1, eval-val-v7s1, compare-val-v7s1
-# (v7's coupled refinement repeated with seed 1); v7 (restore the v7 weights from git).
+# (v7's coupled refinement repeated with seed 1); v7 (restore the v7 weights from git);
+# v7 eval-train-v7 (v7 and the teacher on 60 training images per dataset: a fit check);
+# v7 coupled-v8 eval-val-v8 compare-val-v8 (v7 refined further: tight boxes, a larger encoder lr).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -77,6 +79,7 @@ for stage in "$@"; do
     # versioned stages: the config file is named by the version (v2, v3, v4)
     distill-v*)  kdsam-train distill  --config "training/configs/distill_kdsam256_${stage#distill-}.yaml" ;;
     finetune-v*) kdsam-train finetune --config "training/configs/finetune_kdsam256_${stage#finetune-}.yaml" ;;
+    eval-train-v*) kdsam-train evaluate --config "training/configs/eval_train_${stage#eval-train-}.yaml" ;;  # train-split fit check
     eval-val-v*) kdsam-train evaluate --config "training/configs/eval_val_${stage#eval-val-}.yaml" ;;  # v3, v4 (v2: eval-val)
     diagnose) kdsam-train diagnose --split val --out training/results/diagnose_val --threads 2 --students \
                   v1=runs/finetune_kdsam256_v1/student_final.safetensors \
@@ -116,7 +119,7 @@ for stage in "$@"; do
     compare-val-v6) pair_val val_v6 v6 v5 val_v5
                 pair_val val_v6 v6 teacher val_v3_v4_teacher ;;
     compare-val-v5s1) pair_val val_v5s1 v5s1 v5 val_v5 ;;
-    coupled-v7*) kdsam-train finetune --config "training/configs/finetune_coupled_kdsam256_${stage#coupled-}.yaml" ;;
+    coupled-v[789]*) kdsam-train finetune --config "training/configs/finetune_coupled_kdsam256_${stage#coupled-}.yaml" ;;
     diagnose-v7) kdsam-train diagnose --split val --out training/results/diagnose_val_v7 --threads 2 --students \
                   v5=runs/finetune_kdsam256_v5/student_final.safetensors \
                   v7=runs/finetune_coupled_kdsam256_v7/student_final.safetensors ;;
@@ -125,6 +128,8 @@ for stage in "$@"; do
                 python -m kdsam_train.report training/results/test_v7.json --teacher student --names v7 v5 \
                   --teacher-result training/results/test_v5.json -o training/results/test_v7_vs_v5.md ;;
     compare-val-v7s1) pair_val val_v7s1 v7s1 v7 val_v7 ;;
+    compare-val-v8) pair_val val_v8 v8 v7 val_v7
+                pair_val val_v8 v8 teacher val_v3_v4_teacher ;;
     compare-val-v7) pair_val val_v7 v7 v5 val_v5
                 pair_val val_v7 v7c v5 val_v5
                 pair_val val_v7 v7 teacher val_v3_v4_teacher ;;
