@@ -31,6 +31,8 @@
 # (v7's coupled refinement repeated with seed 1); v7 (restore the v7 weights from git);
 # v7 eval-train-v7 (v7 and the teacher on 60 training images per dataset: a fit check);
 # v7 coupled-v8 eval-val-v8 compare-val-v8 (v7 refined further: tight boxes, a larger encoder lr).
+# v7 probe-fit probe-fit-val (session 11: v7 refined on 120 Kvasir-SEG and BUSI training images
+# alone, scored on them and on val).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -79,6 +81,12 @@ for stage in "$@"; do
     # versioned stages: the config file is named by the version (v2, v3, v4)
     distill-v*)  kdsam-train distill  --config "training/configs/distill_kdsam256_${stage#distill-}.yaml" ;;
     finetune-v*) kdsam-train finetune --config "training/configs/finetune_kdsam256_${stage#finetune-}.yaml" ;;
+    probe-fit) python training/probes/fit_subset.py   # needs v7 restored (stage v7) and train_v7.json
+               kdsam-train finetune --config training/configs/finetune_coupled_probe_fit.yaml
+               cp runs/finetune_coupled_probe_fit/log.csv training/results/probes/fit_kvasir_busi_log.csv
+               kdsam-train evaluate --config training/configs/eval_probe_fit.yaml ;;
+    probe-fit-val) kdsam-train evaluate --config training/configs/eval_val_probe_fit.yaml
+                   pair_val val_probe_fit fit v7 val_v7 ;;
     eval-train-v*) kdsam-train evaluate --config "training/configs/eval_train_${stage#eval-train-}.yaml" ;;  # train-split fit check
     eval-val-v*) kdsam-train evaluate --config "training/configs/eval_val_${stage#eval-val-}.yaml" ;;  # v3, v4 (v2: eval-val)
     diagnose) kdsam-train diagnose --split val --out training/results/diagnose_val --threads 2 --students \
