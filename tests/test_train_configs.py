@@ -14,7 +14,7 @@ import pytest
 
 from kdsam_core.errors import KDSAMError
 from kdsam_train.cli import main
-from kdsam_train.config import CacheConfig, DistillConfig, EvalConfig, FinetuneConfig, resolve
+from kdsam_train.config import CacheConfig, DiagnoseConfig, DistillConfig, EvalConfig, FinetuneConfig, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "training" / "configs").glob("*.yaml"))
@@ -91,3 +91,30 @@ def test_pipeline_script_names_only_existing_configs():
     assert "training/configs/eval_val_v6.yaml" in paths
     missing = sorted(p for p in paths if not (ROOT / p).is_file())
     assert not missing, f"run_shipped.sh names configs that do not exist: {missing}"
+
+
+def test_written_config_names_the_split_portably_and_loads_back_anywhere(tmp_path, monkeypatch):
+    """A run's config.yaml names a split file inside the repository relative to it (as results
+    do), and that config, loaded from another working directory, still finds the split file; a
+    split file outside the repository keeps its absolute path."""
+    from kdsam_train.config import write_config
+    from kdsam_train.splits import read_splits
+
+    out = tmp_path / "config.yaml"
+    write_config(FinetuneConfig(), out)
+    assert "split_file: training/splits/shared_data_v1.json\n" in out.read_text()
+    monkeypatch.chdir(tmp_path)
+    cfg = _load(FinetuneConfig, out)
+    assert set(read_splits(cfg.split_file)) >= {"train", "val", "test"}
+    outside = tmp_path / "my_split.json"
+    write_config(FinetuneConfig(split_file=str(outside)), out)
+    assert _load(FinetuneConfig, out).split_file == str(outside.resolve())
+
+
+RESULT_CONFIGS = sorted((ROOT / "training" / "results").glob("*.config.yaml"))
+
+
+@pytest.mark.parametrize("path", RESULT_CONFIGS, ids=lambda p: p.name)
+def test_committed_result_config_loads_and_names_its_split_in_the_repository(path):
+    cfg = _load(DiagnoseConfig if path.name.startswith("diagnose") else EvalConfig, path)
+    assert not Path(cfg.split_file).is_absolute() and (ROOT / cfg.split_file).is_file(), cfg.split_file

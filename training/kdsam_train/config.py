@@ -18,6 +18,8 @@ import yaml
 from kdsam_core.atomic import write_text
 from kdsam_core.errors import KDSAMError
 
+from .splits import shown
+
 DEFAULT_SPLIT_FILE = str(Path(__file__).resolve().parents[1] / "splits" / "shared_data_v1.json")
 
 
@@ -219,4 +221,9 @@ def resolve(cls: type, args: argparse.Namespace):
 
 
 def write_config(cfg, path: str | os.PathLike) -> None:
-    write_text(path, yaml.safe_dump(asdict(cfg), sort_keys=False))
+    """The resolved config as YAML, loadable again with ``--config``; a split file inside the
+    repository is named relative to it, as results name it (``splits.split_record``)."""
+    doc = asdict(cfg)
+    if doc.get("split_file"):
+        doc["split_file"] = shown(doc["split_file"])
+    write_text(path, yaml.safe_dump(doc, sort_keys=False))

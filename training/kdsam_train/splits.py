@@ -53,8 +53,27 @@ def write_splits(path: str | os.PathLike, splits: dict[str, list[str]], **info) 
     return write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
-def read_splits(path: str | os.PathLike) -> dict[str, list[str]]:
+def locate(path: str | os.PathLike) -> Path:
+    """A split file's path as given, or, when it is relative and absent under the working
+    directory, the same path under the repository (how written configs name it: :func:`shown`)."""
     path = Path(path)
+    if not path.is_absolute() and not path.exists() and (_REPO_ROOT / path).exists():
+        return _REPO_ROOT / path
+    return path
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as results and configs record it: relative to the repository when it lies inside
+    it (so a record reads the same on every clone), absolute otherwise."""
+    path = locate(path).resolve()
+    try:
+        return str(path.relative_to(_REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def read_splits(path: str | os.PathLike) -> dict[str, list[str]]:
+    path = locate(path)
     if not path.is_file():
         raise InputError(f"split file {path} does not exist; write it with `kdsam-train split`")
     doc = json.loads(path.read_text())
@@ -67,12 +86,7 @@ def read_splits(path: str | os.PathLike) -> dict[str, list[str]]:
 def split_record(path: str | os.PathLike) -> dict:
     """How checkpoints and results name the split file they used: its path relative to the
     repository when it lies inside it (absolute otherwise) and the SHA-256 of its bytes."""
-    path = Path(path).resolve()
-    try:
-        shown = str(path.relative_to(_REPO_ROOT))
-    except ValueError:
-        shown = str(path)
-    return {"split_file": shown, "split_file_sha256": file_sha256(path)}
+    return {"split_file": shown(path), "split_file_sha256": file_sha256(locate(path))}
 
 
 def select(samples: list[Sample], ids: list[str]) -> list[Sample]:
