@@ -533,3 +533,37 @@ def test_vgg_perceptual_without_weights_says_so(tmp_path, monkeypatch):
         build_perceptual("vgg", None, 32)
     with pytest.raises(KDSAMError, match="does not exist"):
         build_perceptual("vgg", None, 32, str(tmp_path / "nope.pth"))
+
+
+def test_amp_bf16_runs_the_encoder_in_bf16_and_keeps_fp32_weights(world, tmp_path, caplog):
+    """--amp bf16: the student's forward under bf16 autocast (its first-step MSE close to, but not
+    bit-equal to, the fp32 run's on the same batch), fp32 weights out, recorded in the metadata;
+    an unknown mode, and amp on the decoder-only phase 2, are clear errors before any step."""
+    from kdsam_train import runtime as R
+
+    with R.autocast(torch.device("cpu"), "bf16"):
+        y = torch.nn.functional.conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3))
+    assert y.dtype == torch.bfloat16
+    args = dict(perceptual="none")
+    assert cli.main(distill_args(world, tmp_path / "fp32", 3, **args)) == 0
+    assert cli.main(distill_args(world, tmp_path / "bf16", 3, amp="bf16", **args)) == 0
+    first = [float((tmp_path / r / "log.csv").read_text().splitlines()[1].split(",")[2]) for r in ("fp32", "bf16")]
+    assert first[0] != first[1] and abs(first[1] - first[0]) < 0.02 * first[0]
+    out = tmp_path / "bf16" / "student_phase1.safetensors"
+    assert read_metadata(out)["amp"] == "bf16" and read_metadata(tmp_path / "fp32" / "student_phase1.safetensors")[
+        "amp"] == "none"
+    assert all(v.dtype == torch.float32 for v in load_file(out).values() if v.is_floating_point())
+
+    caplog.clear()
+    assert cli.main(distill_args(world, tmp_path / "bad", 2, amp="fp8")) == 2
+    assert "amp must be one of none, bf16, not 'fp8'" in caplog.text
+    assert not (tmp_path / "bad" / "train_state.pt").exists()
+    ft = ["finetune", *common(world), "--student-checkpoint", str(out), "--teacher", "kdsam_tiny",
+          "--teacher-checkpoint", str(world["teacher"]), "--embed-cache-dir", str(tmp_path / "sc"),
+          "--steps", "2", "--batch-size", "3", "--max-correction-clicks", "1", "--threads", "1", "--amp", "bf16"]
+    assert cli.main(ft + ["--run-dir", str(tmp_path / "dec")]) == 2
+    assert "for the coupled run's encoder" in caplog.text
+    assert not (tmp_path / "sc").exists()  # refused before the embedding cache was filled
+    assert cli.main(ft + ["--run-dir", str(tmp_path / "cpl"), "--coupled", "true"]) == 0
+    meta = read_metadata(tmp_path / "cpl" / "student_final.safetensors")
+    assert meta["coupled"] and meta["amp"] == "bf16"

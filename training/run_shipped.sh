@@ -33,6 +33,9 @@
 # v7 coupled-v8 eval-val-v8 compare-val-v8 (v7 refined further: tight boxes, a larger encoder lr).
 # v7 probe-fit probe-fit-val (session 11: v7 refined on 120 Kvasir-SEG and BUSI training images
 # alone, scored on them and on val).
+# v5 cache-x2 distill-v9 finetune-v9 coupled-v9 eval-val-v9 compare-val-v9 (session 13: v7's recipe
+# with 1500 more phase-1 steps in bf16 on v5's encoder; the coupled stage in bf16 too); eval-v9,
+# targets-v9 (test), cache-val, diagnose-v9.
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -141,6 +144,16 @@ for stage in "$@"; do
     compare-val-v7) pair_val val_v7 v7 v5 val_v5
                 pair_val val_v7 v7c v5 val_v5
                 pair_val val_v7 v7 teacher val_v3_v4_teacher ;;
+    compare-val-v9) pair_val val_v9 v9 v7 val_v7
+                pair_val val_v9 v9 teacher val_v3_v4_teacher ;;
+    targets-v9) python -m kdsam_train.report training/results/test_v9.json \
+                  --teacher-result training/results/test_v3.json -o training/results/targets_test_v9.md
+                python -m kdsam_train.report training/results/test_v9.json --teacher student --names v9 v7 \
+                  --teacher-result training/results/test_v7.json -o training/results/test_v9_vs_v7.md ;;
+    diagnose-v9) kdsam-train diagnose --split val --out training/results/diagnose_val_v9 --threads 2 --students \
+                  v5=runs/finetune_kdsam256_v5/student_final.safetensors \
+                  v9p1=runs/distill_kdsam256_v9/student_phase1.safetensors \
+                  v9=runs/finetune_coupled_kdsam256_v9/student_final.safetensors ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;

@@ -82,6 +82,9 @@ class DistillConfig:
     threads: int = 0
     max_minutes: float = 0.0  # >0: stop (with a checkpoint) after this much wall time
     stop_at_step: int = 0  # >0: stop (with a checkpoint) at this step, as an interrupted run would
+    # none | bf16: the image encoder's forward and backward under torch.autocast(bfloat16); weights, optimiser
+    # and losses stay fp32. 1.6x faster phase-1 steps on a CPU with AMX (training/README.md, Engineering)
+    amp: str = "none"
 
 
 @dataclass
@@ -111,6 +114,9 @@ class FinetuneConfig:
     embed_copies: int = 1
     aug_seed: int = 0
     augment: bool = False  # coupled only (augments on the fly; the decoder-only run uses embed_copies)
+    # coupled only: the encoder under autocast as in phase 1 (DistillConfig.amp); the decoder and the
+    # decoder-only run's embedding cache stay fp32
+    amp: str = "none"
     ckpt_every: int = 50
     log_every: int = 10
     seed: int = 0

@@ -167,6 +167,7 @@ def run_distill(cfg: DistillConfig) -> Path:
         perceptual = build_perceptual(cfg.perceptual, teacher, student.embedding_shape[0], cfg.vgg_weights or None,
                                       cfg.perceptual_samples)
         perceptual = perceptual.to(device) if perceptual is not None else None
+        amp = R.autocast(device, cfg.amp)  # an unknown mode fails here, before any step
         skips = SkipLog()
         samples = select(discover(cfg.data_root), read_splits(cfg.split_file)["train"])
         data = DistillBatches(samples, cache, student.preprocess, teacher.img_size, cfg.seed, skips)
@@ -198,7 +199,7 @@ def run_distill(cfg: DistillConfig) -> Path:
         csv = R.CSVLog(run / "log.csv", LOG_FIELDS, resume_step=start if state else None) if rank == 0 else None
         extra = {"init_encoder": init_record} if init_record else None
         ctx = R.RunContext(run, device, rank, world, start, csv, skips, extra)
-        step = _loop(cfg, ctx, model, encoder, opt, data, perceptual)
+        step = _loop(cfg, ctx, model, encoder, opt, data, perceptual, amp)
         if rank == 0:
             student.image_encoder = encoder.cpu().eval()
             # ship the teacher's decoder with the phase-1 encoder: usable with boxes at once
@@ -210,7 +211,7 @@ def run_distill(cfg: DistillConfig) -> Path:
                 perceptual=cfg.perceptual, lambda_perceptual=cfg.lambda_perceptual,
                 perceptual_samples=cfg.perceptual_samples,
                 training_data={**split_record(cfg.split_file), "split": "train", "items": len(data)},
-                init_encoder=init_record,
+                init_encoder=init_record, amp=cfg.amp,
                 skipped=skips.summary()), overwrite=True)
             log.info("phase 1 done at step %d: %s; skipped %s", step, out, skips.summary())
             return out
@@ -219,8 +220,9 @@ def run_distill(cfg: DistillConfig) -> Path:
         R.teardown()
 
 
-def _loop(cfg, ctx: R.RunContext, model, encoder, opt, data, perceptual) -> int:
-    """Phase-1 steps from ``ctx.start`` to ``cfg.steps`` (or a stop); returns the last step."""
+def _loop(cfg, ctx: R.RunContext, model, encoder, opt, data, perceptual, amp) -> int:
+    """Phase-1 steps from ``ctx.start`` to ``cfg.steps`` (or a stop); returns the last step.
+    ``amp``: the context of the student's forward (:func:`.runtime.autocast`); losses are fp32."""
     from tqdm import tqdm
 
     device, rank, world, csv, skips = ctx.device, ctx.rank, ctx.world, ctx.csv, ctx.skips
@@ -241,7 +243,9 @@ def _loop(cfg, ctx: R.RunContext, model, encoder, opt, data, perceptual) -> int:
                     dist.all_reduce(p.grad)
         else:
             x, t, boxes = (v.to(device) for v in batch)
-            s = model(x)
+            with amp:
+                s = model(x)
+            s = s.float()
             mse = embedding_mse(s, t)
             per = perceptual(s, t, boxes) if perceptual is not None else torch.zeros((), device=device)
             loss = mse + cfg.lambda_perceptual * per

@@ -145,6 +145,10 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             raise KDSAMError(f"init_decoder must be teacher or student, not {cfg.init_decoder!r}")
         if cfg.embed_copies < 1:
             raise KDSAMError(f"embed_copies must be at least 1, not {cfg.embed_copies}")
+        amp = R.autocast(device, cfg.amp)  # an unknown mode fails here, before any step
+        if cfg.amp != "none" and not cfg.coupled:
+            raise KDSAMError(f"amp {cfg.amp} is for the coupled run's encoder; the decoder-only run trains "
+                             "the decoder in fp32 on cached fp32 embeddings (amp: none)")
         if cfg.coupled and cfg.embed_copies != 1:
             raise KDSAMError("embed_copies is for the decoder-only run's embedding cache; the coupled baseline "
                              "augments on the fly (augment: true)")
@@ -191,7 +195,7 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
                      cfg.batch_size, world)
         csv = R.CSVLog(run / "log.csv", LOG_FIELDS, resume_step=start if state else None) if rank == 0 else None
         ctx = R.RunContext(run, device, rank, world, start, csv, skips)
-        step = _loop(cfg, ctx, student, opt, samples, items, targets, cache, scale)
+        step = _loop(cfg, ctx, student, opt, samples, items, targets, cache, scale, amp)
         if rank == 0:
             student.cpu().eval()
             prompts = {"p_box": cfg.p_box, "box_jitter": cfg.box_jitter,
@@ -199,6 +203,8 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             if cfg.p_exact_box:
                 prompts["p_exact_box"] = cfg.p_exact_box
             extra = {"embed_copies": cfg.embed_copies, "aug_seed": cfg.aug_seed} if cfg.embed_copies > 1 else {}
+            if cfg.amp != "none":
+                extra["amp"] = cfg.amp
             if cache is not None:  # the frozen encoder's weights, hashed for the embedding cache's signature
                 extra["encoder_weights_sha256"] = cache.signature["weights_sha256"]
             out = save_checkpoint(student.state_dict(), run / "student_final.safetensors", checkpoint_metadata(
@@ -229,9 +235,9 @@ def phase1_lineage(meta: dict, checkpoint) -> dict:
             "phase1_init_encoder": meta.get("init_encoder")}  # a warm-started phase 1's source
 
 
-def _embeddings(student, cache, samples, idx, cfg, step, device):
-    """(B, C, H, W) embeddings of the training items ``idx`` ((sample index, copy) pairs;
-    coupled: computed with gradient, copy 0 only)."""
+def _embeddings(student, cache, samples, idx, cfg, step, device, amp):
+    """(B, C, H, W) fp32 embeddings of the training items ``idx`` ((sample index, copy) pairs;
+    coupled: computed with gradient, under ``amp``, copy 0 only)."""
     if cache is not None:
         return torch.stack([cache.get(cache_key(samples[i].id, c)).float() for i, c in idx]).to(device), None
     xs, gts = [], []
@@ -242,10 +248,12 @@ def _embeddings(student, cache, samples, idx, cfg, step, device):
             image, mask = augment(image, mask, modality_of(s.dataset), np.random.default_rng([cfg.seed, step, i, 7]))
         xs.append(preprocess(image, student.preprocess))
         gts.append(mask_to_frame(mask, student.img_size, 4 * student.embedding_shape[1]))
-    return student.encode(torch.cat(xs).to(device)), gts
+    with amp:
+        emb = student.encode(torch.cat(xs).to(device))
+    return emb.float(), gts
 
 
-def _loop(cfg, ctx: R.RunContext, student, opt, samples, items, targets, cache, scale) -> int:
+def _loop(cfg, ctx: R.RunContext, student, opt, samples, items, targets, cache, scale, amp) -> int:
     """Phase-2 steps from ``ctx.start`` to ``cfg.steps`` (or a stop) over the training ``items``
     ((sample index, copy) pairs); returns the last step."""
     from tqdm import tqdm
@@ -265,7 +273,7 @@ def _loop(cfg, ctx: R.RunContext, student, opt, samples, items, targets, cache, 
         opt.zero_grad(set_to_none=True)
         infos = []
         if idx:
-            emb, gts = _embeddings(student, cache, samples, idx, cfg, step, device)
+            emb, gts = _embeddings(student, cache, samples, idx, cfg, step, device, amp)
             total = 0.0
             for j, (i, c) in enumerate(idx):
                 gt = gts[j] if gts is not None else targets.get(i, c)

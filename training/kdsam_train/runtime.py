@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -36,6 +37,37 @@ def setup(device: str, threads: int, seed: int) -> tuple[torch.device, int, int]
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     seed_all(seed + rank)
     return dev, rank, world
+
+
+AMP_MODES = ("none", "bf16")
+
+
+def autocast(device: torch.device, amp: str):
+    """The context that runs the image encoder's forward under ``amp`` (its backward follows).
+
+    ``none``: fp32 throughout. ``bf16``: ``torch.autocast`` with bfloat16 on the CPU or CUDA
+    (convolutions and matrix products in bf16, weights, optimiser state and losses in fp32; no
+    loss scaling is needed, bf16 has fp32's range). On a CPU without native bf16 (AVX512-BF16 or
+    AMX) it still runs, only slower than fp32: a warning says so. Anything else is a KDSAMError.
+    """
+    from kdsam_core.errors import KDSAMError
+
+    if amp not in AMP_MODES:
+        raise KDSAMError(f"amp must be one of {', '.join(AMP_MODES)}, not {amp!r}")
+    if amp == "none":
+        return contextlib.nullcontext()
+    if device.type == "cpu" and not torch.backends.mkldnn.is_available():
+        raise KDSAMError("amp bf16 on the CPU needs torch built with oneDNN (mkldnn); use amp: none")
+    if device.type == "cpu" and not _cpu_has_bf16():
+        log.warning("amp bf16: this CPU has no native bfloat16 (AVX512-BF16 / AMX); expect it slower than fp32")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def teardown() -> None:
