@@ -35,7 +35,7 @@
 # alone, scored on them and on val).
 # v5 cache-x2 distill-v9 finetune-v9 coupled-v9 eval-val-v9 compare-val-v9 (session 13: v7's recipe
 # with 1500 more phase-1 steps in bf16 on v5's encoder; the coupled stage in bf16 too); eval-v9,
-# targets-v9 (test), cache-val, diagnose-v9.
+# targets-v9 (test), cache-val, diagnose-v9; v9 (restore the v9 weights from git).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -75,6 +75,10 @@ for stage in "$@"; do
               mkdir -p runs/finetune_coupled_kdsam256_v7
               git show 222e827:resources/weights/kdsam_default.safetensors \
                 > runs/finetune_coupled_kdsam256_v7/student_final.safetensors ;;
+    v9)       # the v9 weights as shipped in 804dc56 (session 13)
+              mkdir -p runs/finetune_coupled_kdsam256_v9
+              git show 804dc56:resources/weights/kdsam_default.safetensors \
+                > runs/finetune_coupled_kdsam256_v9/student_final.safetensors ;;
     cache-trainval) kdsam-train cache --config training/configs/cache_lite_medsam.yaml --splits train val ;;
     cache)    kdsam-train cache    --config training/configs/cache_lite_medsam.yaml ;;
     cache-val) kdsam-train cache   --config training/configs/cache_lite_medsam.yaml --splits val ;;  # for diagnose
