@@ -48,37 +48,29 @@ pair_val() {
       --teacher-result "training/results/$4.json" -o "training/results/val_$2_vs_$3.md"
 }
 
+# restore COMMIT RUN: the shipped weights as committed in COMMIT -> runs/RUN/student_final.safetensors
+restore() {
+  mkdir -p "runs/$2"
+  git show "$1:resources/weights/kdsam_default.safetensors" > "runs/$2/student_final.safetensors"
+}
+
 for stage in "$@"; do
   stamp "$stage start"
   case "$stage" in
     v1)       # the first shipped weights (v1), as committed in 67d18f4, for the v1-vs-v2 comparisons
-              mkdir -p runs/finetune_kdsam256_v1
-              git show 67d18f4:resources/weights/kdsam_default.safetensors \
-                > runs/finetune_kdsam256_v1/student_final.safetensors ;;
+              restore 67d18f4 finetune_kdsam256_v1 ;;
     v2)       # the v2 weights as shipped in 6025644 (session 4), the warm start of v3
-              mkdir -p runs/finetune_kdsam256_v2
-              git show 6025644:resources/weights/kdsam_default.safetensors \
-                > runs/finetune_kdsam256_v2/student_final.safetensors ;;
+              restore 6025644 finetune_kdsam256_v2 ;;
     v3)       # the v3 weights as shipped in 6454aa3 (session 5), the warm start of v4
-              mkdir -p runs/finetune_kdsam256_v3
-              git show 6454aa3:resources/weights/kdsam_default.safetensors \
-                > runs/finetune_kdsam256_v3/student_final.safetensors ;;
+              restore 6454aa3 finetune_kdsam256_v3 ;;
     v4)       # the v4 weights as shipped in f0de0dc (session 6), whose frozen encoder v5 keeps
-              mkdir -p runs/finetune_kdsam256_v4
-              git show f0de0dc:resources/weights/kdsam_default.safetensors \
-                > runs/finetune_kdsam256_v4/student_final.safetensors ;;
+              restore f0de0dc finetune_kdsam256_v4 ;;
     v5)       # the v5 weights as shipped in 1e20483 (session 7)
-              mkdir -p runs/finetune_kdsam256_v5
-              git show 1e20483:resources/weights/kdsam_default.safetensors \
-                > runs/finetune_kdsam256_v5/student_final.safetensors ;;
+              restore 1e20483 finetune_kdsam256_v5 ;;
     v7)       # the v7 weights as shipped in 222e827 (session 9)
-              mkdir -p runs/finetune_coupled_kdsam256_v7
-              git show 222e827:resources/weights/kdsam_default.safetensors \
-                > runs/finetune_coupled_kdsam256_v7/student_final.safetensors ;;
+              restore 222e827 finetune_coupled_kdsam256_v7 ;;
     v9)       # the v9 weights as shipped in 804dc56 (session 13)
-              mkdir -p runs/finetune_coupled_kdsam256_v9
-              git show 804dc56:resources/weights/kdsam_default.safetensors \
-                > runs/finetune_coupled_kdsam256_v9/student_final.safetensors ;;
+              restore 804dc56 finetune_coupled_kdsam256_v9 ;;
     cache-trainval) kdsam-train cache --config training/configs/cache_lite_medsam.yaml --splits train val ;;
     cache)    kdsam-train cache    --config training/configs/cache_lite_medsam.yaml ;;
     cache-val) kdsam-train cache   --config training/configs/cache_lite_medsam.yaml --splits val ;;  # for diagnose

@@ -145,10 +145,10 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             raise KDSAMError(f"init_decoder must be teacher or student, not {cfg.init_decoder!r}")
         if cfg.embed_copies < 1:
             raise KDSAMError(f"embed_copies must be at least 1, not {cfg.embed_copies}")
-        amp = R.autocast(device, cfg.amp)  # an unknown mode fails here, before any step
         if cfg.amp != "none" and not cfg.coupled:
             raise KDSAMError(f"amp {cfg.amp} is for the coupled run's encoder; the decoder-only run trains "
                              "the decoder in fp32 on cached fp32 embeddings (amp: none)")
+        amp = R.autocast(device, cfg.amp)  # an unknown mode fails here, before any step
         if cfg.coupled and cfg.embed_copies != 1:
             raise KDSAMError("embed_copies is for the decoder-only run's embedding cache; the coupled baseline "
                              "augments on the fly (augment: true)")

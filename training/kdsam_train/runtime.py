@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from kdsam_core.atomic import atomic_path
 from kdsam_core.device import pick_device, set_threads
+from kdsam_core.errors import KDSAMError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ def autocast(device: torch.device, amp: str):
     loss scaling is needed, bf16 has fp32's range). On a CPU without native bf16 (AVX512-BF16 or
     AMX) it still runs, only slower than fp32: a warning says so. Anything else is a KDSAMError.
     """
-    from kdsam_core.errors import KDSAMError
-
     if amp not in AMP_MODES:
         raise KDSAMError(f"amp must be one of {', '.join(AMP_MODES)}, not {amp!r}")
     if amp == "none":
