@@ -36,6 +36,8 @@
 # v5 cache-x2 distill-v9 finetune-v9 coupled-v9 eval-val-v9 compare-val-v9 (session 13: v7's recipe
 # with 1500 more phase-1 steps in bf16 on v5's encoder; the coupled stage in bf16 too); eval-v9,
 # targets-v9 (test), cache-val, diagnose-v9; v9 (restore the v9 weights from git).
+# v5 cache-x2 distill-v10 cache-val diagnose-v10 finetune-v10 coupled-v10 eval-val-v10 compare-val-v10
+# (session 14: v9's recipe with phase 1 at a peak lr of 3e-4 instead of 1e-4); eval-v10, targets-v10.
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -126,7 +128,7 @@ for stage in "$@"; do
     compare-val-v6) pair_val val_v6 v6 v5 val_v5
                 pair_val val_v6 v6 teacher val_v3_v4_teacher ;;
     compare-val-v5s1) pair_val val_v5s1 v5s1 v5 val_v5 ;;
-    coupled-v[789]*) kdsam-train finetune --config "training/configs/finetune_coupled_kdsam256_${stage#coupled-}.yaml" ;;
+    coupled-v[789]*|coupled-v1[0-9]*) kdsam-train finetune --config "training/configs/finetune_coupled_kdsam256_${stage#coupled-}.yaml" ;;
     diagnose-v7) kdsam-train diagnose --split val --out training/results/diagnose_val_v7 --threads 2 --students \
                   v5=runs/finetune_kdsam256_v5/student_final.safetensors \
                   v7=runs/finetune_coupled_kdsam256_v7/student_final.safetensors ;;
@@ -150,6 +152,15 @@ for stage in "$@"; do
                   v5=runs/finetune_kdsam256_v5/student_final.safetensors \
                   v9p1=runs/distill_kdsam256_v9/student_phase1.safetensors \
                   v9=runs/finetune_coupled_kdsam256_v9/student_final.safetensors ;;
+    diagnose-v10) kdsam-train diagnose --split val --out training/results/diagnose_val_v10 --threads 2 --students \
+                  v5=runs/finetune_kdsam256_v5/student_final.safetensors \
+                  v10p1=runs/distill_kdsam256_v10/student_phase1.safetensors ;;  # v9p1: diagnose_val_v9.md
+    compare-val-v10) pair_val val_v10 v10 v9 val_v9
+                pair_val val_v10 v10 teacher val_v3_v4_teacher ;;
+    targets-v10) python -m kdsam_train.report training/results/test_v10.json \
+                  --teacher-result training/results/test_v3.json -o training/results/targets_test_v10.md
+                python -m kdsam_train.report training/results/test_v10.json --teacher student --names v10 v9 \
+                  --teacher-result training/results/test_v9.json -o training/results/test_v10_vs_v9.md ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;
