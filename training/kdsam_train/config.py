@@ -18,9 +18,7 @@ import yaml
 from kdsam_core.atomic import write_text
 from kdsam_core.errors import KDSAMError
 
-from .splits import shown
-
-DEFAULT_SPLIT_FILE = str(Path(__file__).resolve().parents[1] / "splits" / "shared_data_v1.json")
+from .splits import DEFAULT_SPLIT_FILE, shown
 
 
 @dataclass

@@ -147,6 +147,12 @@ def eval_samples(samples, cfg: EvalConfig, skips: SkipLog):
         yield s, image, gt
 
 
+def planned_count(samples, cfg: EvalConfig) -> int:
+    """How many samples :func:`eval_samples` yields at most (skipped pairs make it fewer)."""
+    per_ds = Counter(s.dataset for s in samples)
+    return sum(min(n, cfg.max_per_dataset) if cfg.max_per_dataset else n for n in per_ds.values())
+
+
 def summarise(rows: list[dict]) -> dict:
     """Means per model / dataset / protocol, plus the mean over all images ('all')."""
     acc = defaultdict(lambda: defaultdict(list))
@@ -206,9 +212,8 @@ def run_evaluate(cfg: EvalConfig) -> dict:
     samples = select(discover(cfg.data_root), read_splits(cfg.split_file)[cfg.split])
     skips = SkipLog()
     rows = []
-    per_ds = Counter(s.dataset for s in samples)
-    total = sum(min(n, cfg.max_per_dataset) if cfg.max_per_dataset else n for n in per_ds.values())
-    for s, image, gt in tqdm(eval_samples(samples, cfg, skips), desc=f"evaluate {cfg.split}", total=total,
+    for s, image, gt in tqdm(eval_samples(samples, cfg, skips), desc=f"evaluate {cfg.split}",
+                             total=planned_count(samples, cfg),
                              dynamic_ncols=True, mininterval=10):
         for m in models:
             runs = [(m.label, m.embed(s.id, image))]

@@ -21,6 +21,8 @@ from .data import Sample
 
 SPLITS = ("train", "val", "test")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+# the split file of ../shared/data that every shipped run used (training/README.md, Data)
+DEFAULT_SPLIT_FILE = str(_REPO_ROOT / "training" / "splits" / "shared_data_v1.json")
 
 
 def make_splits(samples: list[Sample], *, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
@@ -86,7 +88,8 @@ def read_splits(path: str | os.PathLike) -> dict[str, list[str]]:
 def split_record(path: str | os.PathLike) -> dict:
     """How checkpoints and results name the split file they used: its path relative to the
     repository when it lies inside it (absolute otherwise) and the SHA-256 of its bytes."""
-    return {"split_file": shown(path), "split_file_sha256": file_sha256(locate(path))}
+    path = locate(path)
+    return {"split_file": shown(path), "split_file_sha256": file_sha256(path)}
 
 
 def select(samples: list[Sample], ids: list[str]) -> list[Sample]:
