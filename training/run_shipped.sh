@@ -38,6 +38,10 @@
 # targets-v9 (test), cache-val, diagnose-v9; v9 (restore the v9 weights from git).
 # v5 cache-x2 distill-v10 cache-val diagnose-v10 finetune-v10 coupled-v10 eval-val-v10 compare-val-v10
 # (session 14: v9's recipe with phase 1 at a peak lr of 3e-4 instead of 1e-4); eval-v10, targets-v10.
+# v10p1 (session 15: restore v10's phase-1 encoder, committed in training/checkpoints/ because this
+# session's machine could not run the whole chain), then finetune-v10 eval-val-v10d compare-val-v10d (v10's
+# decoupled stage vs v5's on val: the same phase-2 recipe on two phase-1 encoders) coupled-v10 eval-val-v10
+# compare-val-v10.
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -73,6 +77,9 @@ for stage in "$@"; do
               restore 222e827 finetune_coupled_kdsam256_v7 ;;
     v9)       # the v9 weights as shipped in 804dc56 (session 13)
               restore 804dc56 finetune_coupled_kdsam256_v9 ;;
+    v10p1)    # v10's phase-1 encoder (session 15), as distill-v10 wrote it
+              mkdir -p runs/distill_kdsam256_v10
+              cp training/checkpoints/distill_kdsam256_v10_phase1.safetensors runs/distill_kdsam256_v10/student_phase1.safetensors ;;
     cache-trainval) kdsam-train cache --config training/configs/cache_lite_medsam.yaml --splits train val ;;
     cache)    kdsam-train cache    --config training/configs/cache_lite_medsam.yaml ;;
     cache-val) kdsam-train cache   --config training/configs/cache_lite_medsam.yaml --splits val ;;  # for diagnose
@@ -155,6 +162,7 @@ for stage in "$@"; do
     diagnose-v10) kdsam-train diagnose --split val --out training/results/diagnose_val_v10 --threads 2 --students \
                   v5=runs/finetune_kdsam256_v5/student_final.safetensors \
                   v10p1=runs/distill_kdsam256_v10/student_phase1.safetensors ;;  # v9p1: diagnose_val_v9.md
+    compare-val-v10d) pair_val val_v10d v10d v5 val_v5 ;;
     compare-val-v10) pair_val val_v10 v10 v9 val_v9
                 pair_val val_v10 v10 teacher val_v3_v4_teacher ;;
     targets-v10) python -m kdsam_train.report training/results/test_v10.json \
