@@ -41,7 +41,8 @@
 # v10p1 (session 15: restore v10's phase-1 encoder, committed in training/checkpoints/ because this
 # session's machine could not run the whole chain), then finetune-v10 eval-val-v10d compare-val-v10d (v10's
 # decoupled stage vs v5's on val: the same phase-2 recipe on two phase-1 encoders) coupled-v10 eval-val-v10
-# compare-val-v10.
+# compare-val-v10; then (session 16) eval-v10 targets-v10; v10 (restore the full v10 student, not shipped,
+# from training/checkpoints/).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -52,6 +53,12 @@ stamp() { echo "=== $(date -u +%FT%TZ) $*"; }
 pair_val() {
   python -m kdsam_train.report "training/results/$1.json" --student "$2" --teacher "$3" --names "$2" "$3" \
       --teacher-result "training/results/$4.json" -o "training/results/val_$2_vs_$3.md"
+}
+
+# unpack FILE RUN NAME: training/checkpoints/FILE (a committed, unshipped checkpoint) -> runs/RUN/NAME
+unpack() {
+  mkdir -p "runs/$2"
+  cp "training/checkpoints/$1" "runs/$2/$3"
 }
 
 # restore COMMIT RUN: the shipped weights as committed in COMMIT -> runs/RUN/student_final.safetensors
@@ -78,8 +85,9 @@ for stage in "$@"; do
     v9)       # the v9 weights as shipped in 804dc56 (session 13)
               restore 804dc56 finetune_coupled_kdsam256_v9 ;;
     v10p1)    # v10's phase-1 encoder (session 15), as distill-v10 wrote it
-              mkdir -p runs/distill_kdsam256_v10
-              cp training/checkpoints/distill_kdsam256_v10_phase1.safetensors runs/distill_kdsam256_v10/student_phase1.safetensors ;;
+              unpack distill_kdsam256_v10_phase1.safetensors distill_kdsam256_v10 student_phase1.safetensors ;;
+    v10)      # the full v10 student (session 16; not shipped: training/checkpoints/README.md)
+              unpack finetune_coupled_kdsam256_v10.safetensors finetune_coupled_kdsam256_v10 student_final.safetensors ;;
     cache-trainval) kdsam-train cache --config training/configs/cache_lite_medsam.yaml --splits train val ;;
     cache)    kdsam-train cache    --config training/configs/cache_lite_medsam.yaml ;;
     cache-val) kdsam-train cache   --config training/configs/cache_lite_medsam.yaml --splits val ;;  # for diagnose
