@@ -43,6 +43,8 @@
 # decoupled stage vs v5's on val: the same phase-2 recipe on two phase-1 encoders) coupled-v10 eval-val-v10
 # compare-val-v10; then (session 16) eval-v10 targets-v10; v10 (restore the full v10 student, not shipped,
 # from training/checkpoints/).
+# v9 v10 soup-v11 eval-val-v11 compare-val-v11 (session 17: v11, the uniform weight average of v9 and
+# v10, `kdsam-train average`), then eval-v11 targets-v11 (test).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -177,6 +179,16 @@ for stage in "$@"; do
                   --teacher-result training/results/test_v3.json -o training/results/targets_test_v10.md
                 python -m kdsam_train.report training/results/test_v10.json --teacher student --names v10 v9 \
                   --teacher-result training/results/test_v9.json -o training/results/test_v10_vs_v9.md ;;
+    soup-v11) kdsam-train average --out runs/soup_v11/student_final.safetensors --models \
+                  runs/finetune_coupled_kdsam256_v9/student_final.safetensors \
+                  runs/finetune_coupled_kdsam256_v10/student_final.safetensors ;;
+    compare-val-v11) pair_val val_v11 v11 v9 val_v9
+                pair_val val_v11 v11 v10 val_v10
+                pair_val val_v11 v11 teacher val_v3_v4_teacher ;;
+    targets-v11) python -m kdsam_train.report training/results/test_v11.json \
+                  --teacher-result training/results/test_v3.json -o training/results/targets_test_v11.md
+                python -m kdsam_train.report training/results/test_v11.json --teacher student --names v11 v9 \
+                  --teacher-result training/results/test_v9.json -o training/results/test_v11_vs_v9.md ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;

@@ -1,4 +1,4 @@
-"""``kdsam-train``: split, cache, distill, finetune, evaluate, diagnose.
+"""``kdsam-train``: split, cache, distill, finetune, evaluate, diagnose, average.
 
 Each subcommand takes ``--config file.yaml`` and per-option overrides (see
 ``kdsam-train <cmd> --help`` and training/README.md).
@@ -97,6 +97,12 @@ def _diagnose(cfg: C.DiagnoseConfig) -> None:
     run_diagnose(cfg)
 
 
+def _average(cfg: C.AverageConfig) -> None:
+    from .average import average_checkpoints
+
+    average_checkpoints(cfg.models, cfg.out, cfg.weights or None)
+
+
 COMMANDS = {
     "split": (C.SplitConfig, _split, "write deterministic train/val/test splits"),
     "cache": (C.CacheConfig, _cache, "compute the teacher's fp16 embedding cache (resumable)"),
@@ -104,6 +110,7 @@ COMMANDS = {
     "finetune": (C.FinetuneConfig, _finetune, "phase 2: fine-tune the mask decoder with box and click prompts"),
     "evaluate": (C.EvalConfig, _evaluate, "Dice/IoU/NSD/HD95 of student and teacher per dataset and protocol"),
     "diagnose": (C.DiagnoseConfig, _diagnose, "does the student's embedding follow the teacher's from image to image?"),
+    "average": (C.AverageConfig, _average, "weight-average checkpoints of one architecture (a model soup)"),
 }
 
 

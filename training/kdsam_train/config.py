@@ -157,6 +157,13 @@ class DiagnoseConfig(SplitJob):
     max_items: int = 0  # 0: every cached item of the split
 
 
+@dataclass
+class AverageConfig:
+    models: list = field(default_factory=list)  # two or more KD SAM checkpoints of one architecture
+    weights: list = field(default_factory=list)  # one positive weight each; empty: uniform
+    out: str = "runs/average/student_final.safetensors"
+
+
 def _kind(tp) -> type:
     tp = typing.get_origin(tp) or tp
     return tp if isinstance(tp, type) else str
@@ -218,8 +225,11 @@ def resolve(cls: type, args: argparse.Namespace):
     for f in dataclasses.fields(cls):
         v = getattr(args, f.name, None)
         if v is not None:
-            if _kind(hints[f.name]) is list and f.name in ("fractions",):
-                v = [float(x) for x in v]
+            if _kind(hints[f.name]) is list and f.name in ("fractions", "weights"):
+                try:
+                    v = [float(x) for x in v]
+                except ValueError:
+                    raise KDSAMError(f"option --{f.name.replace('_', '-')} takes numbers, not {' '.join(v)}") from None
             values[f.name] = v
     return cls(**values)
 
