@@ -190,7 +190,8 @@ def test_embed_prior_is_the_teacher_mean_and_travels_with_the_weights(world, tmp
 
 def test_init_encoder_warm_starts_from_a_checkpoint_and_refuses_another_student(world, tmp_path):
     """--init-encoder: the run starts from that checkpoint's encoder (prior included, not re-initialised
-    from the cache) and records it; a checkpoint of another architecture is an error before step 1."""
+    from the cache) and records it, also at another input size; a checkpoint of another architecture
+    (prior, neck) is an error before step 1."""
     assert cli.main(distill_args(world, tmp_path / "a", 3, embed_prior="true", perceptual="none")) == 0
     src = tmp_path / "a" / "student_phase1.safetensors"
     src_bytes = src.read_bytes()
@@ -225,6 +226,17 @@ def test_init_encoder_warm_starts_from_a_checkpoint_and_refuses_another_student(
     assert cli.main(distill_args(world, tmp_path / "x", 2, embed_prior="false", perceptual="none",
                                  init_encoder=src)) == 2
     assert not (tmp_path / "x" / "train_state.pt").exists()
+    # another input size is the same network: trained on at 128 px from the 64 px encoder, lr 0
+    assert cli.main(distill_args(world, tmp_path / "s", 1, embed_prior="true", perceptual="none", lr=0,
+                                 init_encoder=src, img_size=128)) == 0
+    s128 = load_file(tmp_path / "s" / "student_phase1.safetensors")
+    assert all(torch.equal(a[k], s128[k]) for k in enc)
+    meta128 = read_metadata(tmp_path / "s" / "student_phase1.safetensors")
+    assert meta128["config"]["img_size"] == 128 and meta128["init_encoder"]["img_size"] == 64
+    # another neck is not
+    assert cli.main(distill_args(world, tmp_path / "n", 1, embed_prior="true", perceptual="none",
+                                 init_encoder=src, neck="simple")) == 2
+    assert not (tmp_path / "n" / "train_state.pt").exists()
 
 
 def test_diagnose_tells_a_collapsed_student_from_one_that_follows_the_teacher(world, tmp_path):

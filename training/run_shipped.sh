@@ -45,6 +45,8 @@
 # from training/checkpoints/).
 # v9 v10 soup-v11 eval-val-v11 compare-val-v11 (session 17: v11, the uniform weight average of v9 and
 # v10, `kdsam-train average`), then eval-v11 targets-v11 (test).
+# v10p1 distill512-v12 cache-val diagnose-v12 (session 17: v12's phase 1, the student at 512 px warm-started
+# from v10's phase-1 encoder).
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -97,6 +99,10 @@ for stage in "$@"; do
     distill)  kdsam-train distill  --config training/configs/distill_kdsam256.yaml ;;
     finetune) kdsam-train finetune --config training/configs/finetune_kdsam256.yaml ;;
     # versioned stages: the config file is named by the version (v2, v3, v4)
+    distill512-v12) kdsam-train distill --config training/configs/distill_kdsam512_v12.yaml ;;
+    diagnose-v12) kdsam-train diagnose --split val --out training/results/diagnose_val_v12 --threads 2 --students \
+                  v10p1=runs/distill_kdsam256_v10/student_phase1.safetensors \
+                  v12p1=runs/distill_kdsam512_v12/student_phase1.safetensors ;;
     distill-v*)  kdsam-train distill  --config "training/configs/distill_kdsam256_${stage#distill-}.yaml" ;;
     finetune-v*) kdsam-train finetune --config "training/configs/finetune_kdsam256_${stage#finetune-}.yaml" ;;
     probe-fit) python training/probes/fit_subset.py   # needs v7 restored (stage v7) and train_v7.json

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from kdsam_core.checkpoint import file_sha256, load_into, save_checkpoint
+from kdsam_core.checkpoint import file_sha256, load_into, read_metadata, save_checkpoint
 from kdsam_core.errors import KDSAMError
 from kdsam_core.model.build import build_model, checkpoint_metadata, load_model
 from kdsam_core.transforms import boxes_to_model, preprocess
@@ -140,16 +140,24 @@ def init_output_affine(encoder: torch.nn.Module, cache: EmbeddingCache, keys: li
 def warm_start(encoder: torch.nn.Module, student, checkpoint: str) -> None:
     """Load the image encoder of the KD SAM ``checkpoint`` into ``encoder`` (the student being trained).
 
-    The checkpoint must describe the same student (model name, image size, neck, prior); a
-    mismatch is a :class:`KDSAMError` before any training step.
+    The checkpoint must describe the same student (model name, backbone, neck, prior, decoder); a
+    mismatch is a :class:`KDSAMError` before any training step. The input size may differ (a
+    256 px encoder trained on at 512): a ResNet's and the neck's weights do not depend on it, and
+    the embedding grid, hence the prior's shape, is the decoder's, which must match.
     """
     source = load_model(checkpoint)
-    if getattr(source, "name", None) != getattr(student, "name", None) or source.config != student.config:
+    same_but_size = {k: v for k, v in source.config.items() if k != "img_size"} == \
+        {k: v for k, v in student.config.items() if k != "img_size"}
+    if getattr(source, "name", None) != getattr(student, "name", None) or not same_but_size:
         raise KDSAMError(f"--init-encoder {checkpoint} holds a {getattr(source, 'name', '?')} student with "
                          f"config {source.config}, but this run trains {getattr(student, 'name', '?')} with "
-                         f"{student.config}; set --student/--img-size/--neck/--embed-prior to match it")
+                         f"{student.config}; set --student/--neck/--embed-prior to match it")
     load_into(encoder, source.image_encoder.state_dict(), source=str(checkpoint), what="student image encoder")
-    log.info("warm start: image encoder from %s", checkpoint)
+    if source.config["img_size"] != student.config["img_size"]:
+        log.info("warm start: image encoder from %s, trained at %d px, now at %d px", checkpoint,
+                 source.config["img_size"], student.config["img_size"])
+    else:
+        log.info("warm start: image encoder from %s", checkpoint)
 
 
 def run_distill(cfg: DistillConfig) -> Path:
@@ -194,7 +202,8 @@ def run_distill(cfg: DistillConfig) -> Path:
         # run records the file it started from (a state written before the record existed: hashed now)
         init_record = state.get("init_encoder") if state else None
         if cfg.init_encoder and init_record is None:
-            init_record = {"checkpoint": str(cfg.init_encoder), "sha256": file_sha256(cfg.init_encoder)}
+            init_record = {"checkpoint": str(cfg.init_encoder), "sha256": file_sha256(cfg.init_encoder),
+                           "img_size": read_metadata(cfg.init_encoder)["config"].get("img_size")}
         model = DDP(encoder) if world > 1 else encoder
         csv = R.CSVLog(run / "log.csv", LOG_FIELDS, resume_step=start if state else None) if rank == 0 else None
         extra = {"init_encoder": init_record} if init_record else None

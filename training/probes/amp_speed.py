@@ -1,8 +1,9 @@
 """Seconds per phase-1 training step of the shipped student architecture, fp32 vs ``amp: bf16``.
 
 Usage (repository root, venv active):
-    python training/probes/amp_speed.py [BATCH] [REPEATS] > training/results/probes/amp_speed.log
-Builds the 256 px student of the shipped weights (``kdsam``, FPN neck, prior; random weights:
+    python training/probes/amp_speed.py [BATCH] [REPEATS] [IMG_SIZE] > training/results/probes/amp_speed.log
+Builds the student of the shipped weights (``kdsam``, FPN neck, prior; IMG_SIZE px, default 256, the
+shipped size; random weights:
 speed does not depend on them), and times full AdamW steps (forward under
 ``kdsam_train.runtime.autocast``, fp32 MSE against a random target, backward, step) on a random
 batch, the two modes interleaved, 2 threads; prints the median of each, their ratio, and the
@@ -20,13 +21,14 @@ from kdsam_train import runtime as R
 
 batch = int(sys.argv[1]) if len(sys.argv) > 1 else 8
 repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+size = int(sys.argv[3]) if len(sys.argv) > 3 else 256
 torch.set_num_threads(2)
 torch.manual_seed(0)
 cpu = torch.device("cpu")
-print(f"torch {torch.__version__}, native bf16: {R._cpu_has_bf16()}, batch {batch}, 2 threads")
-enc = build_model("kdsam", img_size=256, neck="fpn", prior=True).image_encoder.train()
+print(f"torch {torch.__version__}, native bf16: {R._cpu_has_bf16()}, batch {batch}, {size} px, 2 threads")
+enc = build_model("kdsam", img_size=size, neck="fpn", prior=True).image_encoder.train()
 opt = torch.optim.AdamW(enc.parameters(), lr=1e-6)
-x, t = torch.randn(batch, 3, 256, 256), torch.randn(batch, 256, 64, 64) * 0.05
+x, t = torch.randn(batch, 3, size, size), torch.randn(batch, 256, 64, 64) * 0.05
 
 
 def step(amp: str) -> float:
