@@ -59,6 +59,18 @@ pair_val() {
       --teacher-result "training/results/$4.json" -o "training/results/val_$2_vs_$3.md"
 }
 
+# targets NEW OLD: model "student" of training/results/test_NEW.json against the teacher of test_v3.json
+# (-> targets_test_NEW.md, the model card's table) and against model "student" of test_OLD.json
+# (-> test_NEW_vs_OLD.md), paired per image; OLD empty: the first table only
+targets() {
+  python -m kdsam_train.report "training/results/test_$1.json" \
+      --teacher-result training/results/test_v3.json -o "training/results/targets_test_$1.md"
+  if [ -n "${2:-}" ]; then
+    python -m kdsam_train.report "training/results/test_$1.json" --teacher student --names "$1" "$2" \
+        --teacher-result "training/results/test_$2.json" -o "training/results/test_$1_vs_$2.md"
+  fi
+}
+
 # unpack FILE RUN NAME: training/checkpoints/FILE (a committed, unshipped checkpoint) -> runs/RUN/NAME
 unpack() {
   mkdir -p "runs/$2"
@@ -130,8 +142,7 @@ for stage in "$@"; do
     diagnose-v4) kdsam-train diagnose --split val --out training/results/diagnose_val_v4 --threads 2 --students \
                   v3=runs/finetune_kdsam256_v3/student_final.safetensors \
                   v4=runs/distill_kdsam256_v4/student_phase1.safetensors ;;
-    targets-v4) python -m kdsam_train.report training/results/test_v4.json \
-                  --teacher-result training/results/test_v3.json -o training/results/targets_test_v4.md ;;
+    targets-v4) targets v4 ;;
     finetune-v5a) kdsam-train finetune --config training/configs/finetune_kdsam256_v5a.yaml ;;  # exact-box probe
     eval-val-v5a) kdsam-train evaluate --config training/configs/eval_val_v5a.yaml ;;
     diagnose-v5) kdsam-train diagnose --split val --out training/results/diagnose_val_v5 --threads 2 --students \
@@ -140,10 +151,7 @@ for stage in "$@"; do
     compare-val-v5) pair_val val_v5 v5 v4 val_v3_v4_teacher    # v5 vs v4 and vs the teacher on val
                 pair_val val_v5 v5 teacher val_v3_v4_teacher
                 pair_val val_v5a v5a v4 val_v3_v4_teacher ;;
-    targets-v5) python -m kdsam_train.report training/results/test_v5.json \
-                  --teacher-result training/results/test_v3.json -o training/results/targets_test_v5.md
-                python -m kdsam_train.report training/results/test_v5.json --teacher student --names v5 v4 \
-                  --teacher-result training/results/test_v4.json -o training/results/test_v5_vs_v4.md ;;
+    targets-v5) targets v5 v4 ;;
     compare-val-v6a) pair_val val_v6a v6a v5 val_v5 ;;
     diagnose-v6) kdsam-train diagnose --split val --out training/results/diagnose_val_v6 --threads 2 --students \
                   v5=runs/finetune_kdsam256_v5/student_final.safetensors \
@@ -155,10 +163,7 @@ for stage in "$@"; do
     diagnose-v7) kdsam-train diagnose --split val --out training/results/diagnose_val_v7 --threads 2 --students \
                   v5=runs/finetune_kdsam256_v5/student_final.safetensors \
                   v7=runs/finetune_coupled_kdsam256_v7/student_final.safetensors ;;
-    targets-v7) python -m kdsam_train.report training/results/test_v7.json \
-                  --teacher-result training/results/test_v3.json -o training/results/targets_test_v7.md
-                python -m kdsam_train.report training/results/test_v7.json --teacher student --names v7 v5 \
-                  --teacher-result training/results/test_v5.json -o training/results/test_v7_vs_v5.md ;;
+    targets-v7) targets v7 v5 ;;
     compare-val-v7s1) pair_val val_v7s1 v7s1 v7 val_v7 ;;
     compare-val-v8) pair_val val_v8 v8 v7 val_v7
                 pair_val val_v8 v8 teacher val_v3_v4_teacher ;;
@@ -167,10 +172,7 @@ for stage in "$@"; do
                 pair_val val_v7 v7 teacher val_v3_v4_teacher ;;
     compare-val-v9) pair_val val_v9 v9 v7 val_v7
                 pair_val val_v9 v9 teacher val_v3_v4_teacher ;;
-    targets-v9) python -m kdsam_train.report training/results/test_v9.json \
-                  --teacher-result training/results/test_v3.json -o training/results/targets_test_v9.md
-                python -m kdsam_train.report training/results/test_v9.json --teacher student --names v9 v7 \
-                  --teacher-result training/results/test_v7.json -o training/results/test_v9_vs_v7.md ;;
+    targets-v9) targets v9 v7 ;;
     diagnose-v9) kdsam-train diagnose --split val --out training/results/diagnose_val_v9 --threads 2 --students \
                   v5=runs/finetune_kdsam256_v5/student_final.safetensors \
                   v9p1=runs/distill_kdsam256_v9/student_phase1.safetensors \
@@ -181,20 +183,14 @@ for stage in "$@"; do
     compare-val-v10d) pair_val val_v10d v10d v5 val_v5 ;;
     compare-val-v10) pair_val val_v10 v10 v9 val_v9
                 pair_val val_v10 v10 teacher val_v3_v4_teacher ;;
-    targets-v10) python -m kdsam_train.report training/results/test_v10.json \
-                  --teacher-result training/results/test_v3.json -o training/results/targets_test_v10.md
-                python -m kdsam_train.report training/results/test_v10.json --teacher student --names v10 v9 \
-                  --teacher-result training/results/test_v9.json -o training/results/test_v10_vs_v9.md ;;
+    targets-v10) targets v10 v9 ;;
     soup-v11) kdsam-train average --out runs/soup_v11/student_final.safetensors --models \
                   runs/finetune_coupled_kdsam256_v9/student_final.safetensors \
                   runs/finetune_coupled_kdsam256_v10/student_final.safetensors ;;
     compare-val-v11) pair_val val_v11 v11 v9 val_v9
                 pair_val val_v11 v11 v10 val_v10
                 pair_val val_v11 v11 teacher val_v3_v4_teacher ;;
-    targets-v11) python -m kdsam_train.report training/results/test_v11.json \
-                  --teacher-result training/results/test_v3.json -o training/results/targets_test_v11.md
-                python -m kdsam_train.report training/results/test_v11.json --teacher student --names v11 v9 \
-                  --teacher-result training/results/test_v9.json -o training/results/test_v11_vs_v9.md ;;
+    targets-v11) targets v11 v9 ;;
     coupled)  kdsam-train finetune --config training/configs/finetune_coupled_kdsam256.yaml ;;
     eval-coupled) kdsam-train evaluate --config training/configs/eval_coupled.yaml ;;
     *) echo "unknown stage $stage"; exit 2 ;;

@@ -17,19 +17,12 @@ import torch
 from scipy import ndimage
 
 torch.set_num_threads(2)
+from box_prompts import tight_boxes
 from kdsam_core.prompts import largest_component
-from kdsam_core.transforms import boxes_to_model, postprocess_masks
-from kdsam_train.config import DEFAULT_SPLIT_FILE, EvalConfig
-from kdsam_train.data import SkipLog, discover
-from kdsam_train.evaluate import EvalModel, eval_samples
+from kdsam_core.transforms import postprocess_masks
 from kdsam_train.metrics import dice
-from kdsam_train.prompts import box_from_mask
-from kdsam_train.splits import read_splits, select
 
 student_file, split = sys.argv[1], sys.argv[2]
-models = [EvalModel(f"student={student_file}", torch.device("cpu")),
-          EvalModel("teacher=lite_medsam:../shared/weights/lite_medsam.pth", torch.device("cpu"))]
-samples = select(discover("../shared/data"), read_splits(DEFAULT_SPLIT_FILE)[split])
 rows = defaultdict(lambda: defaultdict(list))
 
 
@@ -38,23 +31,19 @@ def to_mask(low, k, hw, s):
 
 
 with torch.inference_mode():
-    for s, image, gt in eval_samples(samples, EvalConfig(max_per_dataset=0), SkipLog()):
-        hw = gt.shape
-        for m in models:
-            size = m.model.img_size
-            emb = m.embed(None, image)
-            box = torch.from_numpy(boxes_to_model(box_from_mask(gt)[None], hw, size))
-            low1, _ = m.model.decode(emb, boxes=box, multimask_output=False)
-            low3, iou3 = m.model.decode(emb, boxes=box, multimask_output=True)
-            low2, _ = m.model.decode(emb, boxes=box, mask_input=low1, multimask_output=False)
-            single = to_mask(low1, 0, hw, size)
-            post = ndimage.binary_fill_holes(largest_component(single)) if single.any() else single
-            r = rows[m.label]
-            r["dataset"].append(s.dataset)
-            r["single"].append(dice(single, gt))
-            r["multi"].append(dice(to_mask(low3, int(torch.argmax(iou3[0])), hw, size), gt))
-            r["refine"].append(dice(to_mask(low2, 0, hw, size), gt))
-            r["post"].append(dice(post, gt))
+    for m, s, gt, emb, box in tight_boxes(student_file, split):
+        hw, size = gt.shape, m.model.img_size
+        low1, _ = m.model.decode(emb, boxes=box, multimask_output=False)
+        low3, iou3 = m.model.decode(emb, boxes=box, multimask_output=True)
+        low2, _ = m.model.decode(emb, boxes=box, mask_input=low1, multimask_output=False)
+        single = to_mask(low1, 0, hw, size)
+        post = ndimage.binary_fill_holes(largest_component(single)) if single.any() else single
+        r = rows[m.label]
+        r["dataset"].append(s.dataset)
+        r["single"].append(dice(single, gt))
+        r["multi"].append(dice(to_mask(low3, int(torch.argmax(iou3[0])), hw, size), gt))
+        r["refine"].append(dice(to_mask(low2, 0, hw, size), gt))
+        r["post"].append(dice(post, gt))
 print(f"student {student_file}, split {split}, {len(rows['student']['single'])} images, tight box")
 for label, r in rows.items():
     ds = np.array(r["dataset"])

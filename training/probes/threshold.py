@@ -15,35 +15,24 @@ import numpy as np
 import torch
 
 torch.set_num_threads(2)
-from kdsam_core.transforms import boxes_to_model, postprocess_masks
-from kdsam_train.config import DEFAULT_SPLIT_FILE, EvalConfig
-from kdsam_train.data import SkipLog, discover
-from kdsam_train.evaluate import EvalModel, eval_samples
+from box_prompts import tight_boxes
+from kdsam_core.transforms import postprocess_masks
 from kdsam_train.metrics import dice
-from kdsam_train.prompts import box_from_mask
-from kdsam_train.splits import read_splits, select
 
 THRESHOLDS = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 student_file, split = sys.argv[1], sys.argv[2]
-models = [EvalModel(f"student={student_file}", torch.device("cpu")),
-          EvalModel("teacher=lite_medsam:../shared/weights/lite_medsam.pth", torch.device("cpu"))]
-samples = select(discover("../shared/data"), read_splits(DEFAULT_SPLIT_FILE)[split])
 rows = defaultdict(lambda: defaultdict(list))
 
 with torch.inference_mode():
-    for s, image, gt in eval_samples(samples, EvalConfig(max_per_dataset=0), SkipLog()):
-        hw = gt.shape
-        for m in models:
-            size = m.model.img_size
-            emb = m.embed(None, image)
-            box = torch.from_numpy(boxes_to_model(box_from_mask(gt)[None], hw, size))
-            low, _ = m.model.decode(emb, boxes=box, multimask_output=False)
-            logits = postprocess_masks(low, hw, size)[0, 0].cpu().numpy()
-            r = rows[m.label]
-            r["dataset"].append(s.dataset)
-            r["area"].append((logits > 0).sum() / gt.sum())
-            for t in THRESHOLDS:
-                r[t].append(dice(logits > t, gt))
+    for m, s, gt, emb, box in tight_boxes(student_file, split):
+        hw, size = gt.shape, m.model.img_size
+        low, _ = m.model.decode(emb, boxes=box, multimask_output=False)
+        logits = postprocess_masks(low, hw, size)[0, 0].cpu().numpy()
+        r = rows[m.label]
+        r["dataset"].append(s.dataset)
+        r["area"].append((logits > 0).sum() / gt.sum())
+        for t in THRESHOLDS:
+            r[t].append(dice(logits > t, gt))
 print(f"student {student_file}, split {split}, {len(rows['student']['area'])} images, tight box")
 for label, r in rows.items():
     ds = np.array(r["dataset"])
