@@ -46,7 +46,9 @@
 # v9 v10 soup-v11 eval-val-v11 compare-val-v11 (session 17: v11, the uniform weight average of v9 and
 # v10, `kdsam-train average`), then eval-v11 targets-v11 (test).
 # v10p1 distill512-v12 cache-val diagnose-v12 (session 17: v12's phase 1, the student at 512 px warm-started
-# from v10's phase-1 encoder).
+# from v10's phase-1 encoder); then, by the rules in training/README.md, finetune512-v12 eval-val-v12d
+# compare-val-v12d (its decoupled stage vs v10d), coupled512-v12 eval-val-v12 compare-val-v12, eval-v12
+# targets-v12.
 set -euo pipefail
 . .venv/bin/activate
 export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -115,6 +117,12 @@ for stage in "$@"; do
     diagnose-v12) kdsam-train diagnose --split val --out training/results/diagnose_val_v12 --threads 2 --students \
                   v10p1=runs/distill_kdsam256_v10/student_phase1.safetensors \
                   v12p1=runs/distill_kdsam512_v12/student_phase1.safetensors ;;
+    finetune512-v12) kdsam-train finetune --config training/configs/finetune_kdsam512_v12.yaml ;;
+    coupled512-v12) kdsam-train finetune --config training/configs/finetune_coupled_kdsam512_v12.yaml ;;
+    compare-val-v12d) pair_val val_v12d v12d v10d val_v10d ;;
+    compare-val-v12) pair_val val_v12 v12 v9 val_v9
+                pair_val val_v12 v12 teacher val_v3_v4_teacher ;;
+    targets-v12) targets v12 v9 ;;
     distill-v*)  kdsam-train distill  --config "training/configs/distill_kdsam256_${stage#distill-}.yaml" ;;
     finetune-v*) kdsam-train finetune --config "training/configs/finetune_kdsam256_${stage#finetune-}.yaml" ;;
     probe-fit) python training/probes/fit_subset.py   # needs v7 restored (stage v7) and train_v7.json
