@@ -46,7 +46,7 @@
 # v9 v10 soup-v11 eval-val-v11 compare-val-v11 (session 17: v11, the uniform weight average of v9 and
 # v10, `kdsam-train average`), then eval-v11 targets-v11 (test).
 # v10p1 distill512-v12 cache-val diagnose-v12 (session 17: v12's phase 1, the student at 512 px warm-started
-# from v10's phase-1 encoder); then, by the rules in training/README.md, finetune512-v12 eval-val-v12d
+# from v10's phase-1 encoder; v12p1 restores it from training/checkpoints/); then, by the rules in training/README.md, finetune512-v12 eval-val-v12d
 # compare-val-v12d (its decoupled stage vs v10d), coupled512-v12 eval-val-v12 compare-val-v12, eval-v12
 # targets-v12.
 set -euo pipefail
@@ -104,6 +104,8 @@ for stage in "$@"; do
               restore 804dc56 finetune_coupled_kdsam256_v9 ;;
     v10p1)    # v10's phase-1 encoder (session 15), as distill-v10 wrote it
               unpack distill_kdsam256_v10_phase1.safetensors distill_kdsam256_v10 student_phase1.safetensors ;;
+    v12p1)    # v12's 512 px phase-1 encoder (session 17), as distill512-v12 wrote it at its cap
+              unpack distill_kdsam512_v12_phase1.safetensors distill_kdsam512_v12 student_phase1.safetensors ;;
     v10)      # the full v10 student (session 16; not shipped: training/checkpoints/README.md)
               unpack finetune_coupled_kdsam256_v10.safetensors finetune_coupled_kdsam256_v10 student_final.safetensors ;;
     cache-trainval) kdsam-train cache --config training/configs/cache_lite_medsam.yaml --splits train val ;;
