@@ -6,8 +6,6 @@ Inputs of another architecture or other tensors, bad weights and an existing out
 clear error, and nothing is written.
 """
 
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file

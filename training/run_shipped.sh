@@ -104,7 +104,7 @@ for stage in "$@"; do
               restore 804dc56 finetune_coupled_kdsam256_v9 ;;
     v10p1)    # v10's phase-1 encoder (session 15), as distill-v10 wrote it
               unpack distill_kdsam256_v10_phase1.safetensors distill_kdsam256_v10 student_phase1.safetensors ;;
-    v12p1)    # v12's 512 px phase-1 encoder (session 17), as distill512-v12 wrote it at its cap
+    v12p1)    # v12's 512 px phase-1 encoder (session 17), as distill512-v12 wrote it (all 600 steps)
               unpack distill_kdsam512_v12_phase1.safetensors distill_kdsam512_v12 student_phase1.safetensors ;;
     v10)      # the full v10 student (session 16; not shipped: training/checkpoints/README.md)
               unpack finetune_coupled_kdsam256_v10.safetensors finetune_coupled_kdsam256_v10 student_final.safetensors ;;

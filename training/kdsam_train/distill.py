@@ -146,18 +146,16 @@ def warm_start(encoder: torch.nn.Module, student, checkpoint: str) -> None:
     the embedding grid, hence the prior's shape, is the decoder's, which must match.
     """
     source = load_model(checkpoint)
-    same_but_size = {k: v for k, v in source.config.items() if k != "img_size"} == \
-        {k: v for k, v in student.config.items() if k != "img_size"}
-    if getattr(source, "name", None) != getattr(student, "name", None) or not same_but_size:
+    def arch(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k != "img_size"}
+
+    if getattr(source, "name", None) != getattr(student, "name", None) or arch(source.config) != arch(student.config):
         raise KDSAMError(f"--init-encoder {checkpoint} holds a {getattr(source, 'name', '?')} student with "
                          f"config {source.config}, but this run trains {getattr(student, 'name', '?')} with "
                          f"{student.config}; set --student/--neck/--embed-prior to match it")
     load_into(encoder, source.image_encoder.state_dict(), source=str(checkpoint), what="student image encoder")
-    if source.config["img_size"] != student.config["img_size"]:
-        log.info("warm start: image encoder from %s, trained at %d px, now at %d px", checkpoint,
-                 source.config["img_size"], student.config["img_size"])
-    else:
-        log.info("warm start: image encoder from %s", checkpoint)
+    log.info("warm start: image encoder from %s (trained at %d px, now at %d px)", checkpoint,
+             source.config["img_size"], student.config["img_size"])
 
 
 def run_distill(cfg: DistillConfig) -> Path:
