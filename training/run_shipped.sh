@@ -108,6 +108,8 @@ for stage in "$@"; do
               unpack distill_kdsam512_v12_phase1.safetensors distill_kdsam512_v12 student_phase1.safetensors ;;
     v10)      # the full v10 student (session 16; not shipped: training/checkpoints/README.md)
               unpack finetune_coupled_kdsam256_v10.safetensors finetune_coupled_kdsam256_v10 student_final.safetensors ;;
+    v12)      # the full v12 student (session 18; its test run decides: training/checkpoints/README.md)
+              unpack finetune_coupled_kdsam512_v12.safetensors finetune_coupled_kdsam512_v12 student_final.safetensors ;;
     cache-trainval) kdsam-train cache --config training/configs/cache_lite_medsam.yaml --splits train val ;;
     cache)    kdsam-train cache    --config training/configs/cache_lite_medsam.yaml ;;
     cache-val) kdsam-train cache   --config training/configs/cache_lite_medsam.yaml --splits val ;;  # for diagnose
