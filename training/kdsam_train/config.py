@@ -242,8 +242,8 @@ def resolve(cls: type, args: argparse.Namespace):
     for f in dataclasses.fields(cls):
         v = getattr(args, f.name, None)
         if v is not None:
-            if _kind(hints[f.name]) is list and _item_kind(hints[f.name]) is not str:
-                item = _item_kind(hints[f.name])
+            hint = hints[f.name]
+            if _kind(hint) is list and (item := _item_kind(hint)) is not str:
                 try:
                     v = [item(x) for x in v]
                 except ValueError:
