@@ -239,6 +239,73 @@ def test_init_encoder_warm_starts_from_a_checkpoint_and_refuses_another_student(
     assert not (tmp_path / "n" / "train_state.pt").exists()
 
 
+def test_backbone_weights_start_the_resnet_body_from_a_torchvision_file(world, tmp_path, monkeypatch):
+    """--backbone-weights: a torchvision ResNet state dict (as torch.save writes it; its fc ignored) is
+    the body's start, recorded with its SHA-256 and carried into phase 2; 'imagenet' finds it in the
+    torch hub cache under torchvision's file name; another ResNet's state, a missing file and the
+    option beside --init-encoder are each one error before step 1."""
+    from torchvision.models import resnet
+
+    from kdsam_train.imagenet import RESNET_FILES
+
+    torch.manual_seed(123)
+    body = resnet.ResNet(resnet.BasicBlock, [1, 1, 1, 1])  # the tiny student's body, as torchvision names it
+    src = tmp_path / "tiny_imagenet.pth"
+    torch.save(body.state_dict(), src)
+    args = distill_args(world, tmp_path / "a", 2, embed_prior="true", perceptual="none", lr=0, backbone_weights=src)
+    assert cli.main([*args, "--stop-at-step", "1"]) == 0  # the record must survive a resume
+    assert cli.main(args) == 0
+    out = load_file(tmp_path / "a" / "student_phase1.safetensors")
+    names = {"conv1.weight": "stem.0.weight", "bn1.weight": "stem.1.weight", "layer1.0.conv1.weight":
+             "stages.0.0.conv1.weight", "layer4.0.downsample.0.weight": "stages.3.0.downsample.0.weight"}
+    for tv, ours in names.items():  # lr 0: the weights are the file's (BatchNorm statistics move in train mode)
+        assert torch.equal(out["image_encoder." + ours], body.state_dict()[tv])
+    meta = read_metadata(tmp_path / "a" / "student_phase1.safetensors")
+    assert meta["backbone_init"] == {"file": str(src), "sha256": hashlib.sha256(src.read_bytes()).hexdigest()}
+    # without it, the same run starts elsewhere
+    assert cli.main(distill_args(world, tmp_path / "r", 1, embed_prior="true", perceptual="none", lr=0)) == 0
+    assert not torch.equal(load_file(tmp_path / "r" / "student_phase1.safetensors")["image_encoder.stem.0.weight"],
+                           body.state_dict()["conv1.weight"])
+    # phase 2 names it among the encoder's lineage
+    assert cli.main(["finetune", *common(world), "--student-checkpoint", str(tmp_path / "a" / "student_phase1.safetensors"),
+                     "--teacher", "kdsam_tiny", "--teacher-checkpoint", str(world["teacher"]),
+                     "--embed-cache-dir", str(tmp_path / "ec"), "--run-dir", str(tmp_path / "f"), "--steps", "1",
+                     "--batch-size", "2", "--threads", "1"]) == 0
+    assert read_metadata(tmp_path / "f" / "student_final.safetensors")["phase1_backbone_init"] == meta["backbone_init"]
+
+    # errors, each before a first step
+    resnet18 = tmp_path / "resnet18.pth"
+    torch.save(resnet.resnet18(weights=None).state_dict(), resnet18)
+    missing = tmp_path / "nope.pth"
+    for run, extra in (("x1", {"backbone_weights": resnet18}), ("x2", {"backbone_weights": missing}),
+                       ("x3", {"backbone_weights": src, "init_encoder": tmp_path / "a" / "student_phase1.safetensors"})):
+        assert cli.main(distill_args(world, tmp_path / run, 1, embed_prior="true", perceptual="none", **extra)) == 2
+        assert not (tmp_path / run / "train_state.pt").exists()
+    from kdsam_train.imagenet import init_backbone
+
+    tiny = build_model("kdsam_tiny").image_encoder
+    with pytest.raises(KDSAMError, match="does not fit the torchvision ResNet body architecture: 48 unexpected"):
+        init_backbone(tiny, "tiny", str(resnet18))
+    # the real student's body takes torchvision's resnet50 state (fc and all) key for key
+    r50 = resnet.resnet50(weights=None)
+    torch.save(r50.state_dict(), tmp_path / "r50.pth")
+    student = build_model("kdsam", img_size=256).image_encoder
+    init_backbone(student, "resnet50", str(tmp_path / "r50.pth"))
+    assert torch.equal(student.stages[3][2].conv3.weight, r50.layer4[2].conv3.weight)
+    # 'imagenet': torchvision's file name in the hub cache, and a message naming it where it is not
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(KDSAMError, match=r"resnet50-11ad3fa6\.pth.*Pass --backbone-weights PATH"):
+        init_backbone(student, "resnet50", "imagenet")
+    with pytest.raises(KDSAMError, match="no ImageNet weights for the backbone 'tiny'"):
+        init_backbone(tiny, "tiny", "imagenet")
+    monkeypatch.setitem(RESNET_FILES, "tiny", ("tiny-0000.pth",))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    shutil.copy(src, tmp_path / "hub" / "checkpoints" / "tiny-0000.pth")
+    record = init_backbone(tiny, "tiny", "imagenet")
+    assert record["file"] == str(tmp_path / "hub" / "checkpoints" / "tiny-0000.pth")
+    assert torch.equal(tiny.stem[0].weight, body.conv1.weight)
+
+
 def test_diagnose_tells_a_collapsed_student_from_one_that_follows_the_teacher(world, tmp_path):
     from kdsam_train.diagnose import embedding_stats
 

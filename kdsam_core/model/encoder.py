@@ -17,6 +17,10 @@ with the weights, never trained), and the residual head ends with the 3x3 conv, 
 last LayerNorm, so "no information" is 0 and the network learns only the image-dependent part.
 Without it a randomly initialised ResNet trained with MSE collapsed to one image-independent
 embedding (training/README.md, "Phase 1 collapse").
+
+The body is built randomly initialised (nothing is downloaded);
+:meth:`ResNetEncoder.load_torchvision_body` loads a torchvision ResNet state dict into it (the
+paper's student starts from ImageNet weights).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 from torchvision.models import resnet
+
+from ..checkpoint import load_into
 
 
 def _backbone(name: str) -> tuple[nn.Module, list[int]]:
@@ -68,6 +74,18 @@ class ResNetEncoder(nn.Module):
         self.has_prior = prior
         if prior:
             self.register_buffer("prior", torch.zeros(embed_dim, embed_grid, embed_grid))
+
+    def load_torchvision_body(self, state: dict[str, torch.Tensor], *, source: str) -> None:
+        """Load a torchvision ResNet ``state_dict`` (keys ``conv1.*``, ``bn1.*``, ``layer1.*`` ..
+        ``layer4.*``; the classifier ``fc.*`` is ignored) into the body. The neck and head are left
+        as they are. A state of another ResNet (say resnet18 into resnet50) is a
+        :class:`~kdsam_core.errors.CheckpointError` naming the mismatch; nothing is loaded then."""
+        view = nn.Module()  # the body under torchvision's names, sharing this encoder's parameters
+        view.conv1, view.bn1 = self.stem[0], self.stem[1]
+        for i, stage in enumerate(self.stages):
+            setattr(view, f"layer{i + 1}", stage)
+        load_into(view, {k: v for k, v in state.items() if not k.startswith("fc.")}, source=source,
+                  what="torchvision ResNet body")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

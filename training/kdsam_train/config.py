@@ -61,6 +61,10 @@ class DistillConfig:
     # a KD SAM checkpoint whose image encoder starts this run (a warm start: the optimiser, the
     # schedule and the step count start afresh; the output is not re-initialised). Empty: random init
     init_encoder: str = ""
+    # the ResNet body's start: empty, random (the shipped weights: no ImageNet weights here); a path to
+    # torchvision's ImageNet file (say resnet50-11ad3fa6.pth); or imagenet: that file in the torch hub
+    # cache. The paper's student starts from ImageNet. Not with init_encoder
+    backbone_weights: str = ""
     run_dir: str = "runs/distill"
     steps: int = 1000
     batch_size: int = 8

@@ -2,7 +2,9 @@
 
 loss = MSE(student embedding, teacher embedding) + lambda * perceptual, where perceptual
 is :class:`~.losses.DecoderPerceptual` (default, no ImageNet weights) or the paper's
-:class:`~.losses.VGGPerceptual`. Only the student image encoder is trained.
+:class:`~.losses.VGGPerceptual`. Only the student image encoder is trained. It starts from a
+random initialisation, from torchvision ImageNet weights in its ResNet body
+(``backbone_weights``, :mod:`.imagenet`), or from another KD SAM checkpoint's encoder (``init_encoder``).
 
 Resumable: ``<run_dir>/train_state.pt`` (model, optimiser, step, RNG states) is written
 atomically every ``ckpt_every`` steps; a batch and its random prompts are functions of the
@@ -29,6 +31,7 @@ from kdsam_core.transforms import boxes_to_model, preprocess
 from . import runtime as R
 from .config import DistillConfig, write_config
 from .data import SkipLog, discover
+from .imagenet import init_backbone
 from .losses import build_perceptual, embedding_mse
 from .prompts import box_from_mask, jitter_box
 from .splits import read_splits, select, split_record
@@ -164,6 +167,8 @@ def run_distill(cfg: DistillConfig) -> Path:
     run = Path(cfg.run_dir)
     try:
         cache = load_teacher_cache(cfg.cache_dir)
+        if cfg.init_encoder and cfg.backbone_weights:
+            raise KDSAMError("--init-encoder and --backbone-weights both set the encoder's start; give one of them")
         student = build_model(cfg.student, img_size=cfg.img_size, neck=cfg.neck, prior=cfg.embed_prior)
         check_shapes(student, cache)
         teacher = build_model(cfg.teacher, cfg.teacher_checkpoint or None)
@@ -185,9 +190,12 @@ def run_distill(cfg: DistillConfig) -> Path:
         opt = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = 0
         state = R.load_state(run / "train_state.pt")
+        backbone_record = state.get("backbone_init") if state else None  # kept in the run state, as below
         if state is None and cfg.init_encoder:
             warm_start(encoder, student, cfg.init_encoder)
         elif state is None:  # a resumed run gets all of this from its state, RNG included
+            if cfg.backbone_weights:
+                backbone_record = init_backbone(encoder, student.config["backbone"], cfg.backbone_weights)
             init_output_affine(encoder, cache, [cache_key(s.id, c) for s, c in data.items[:cfg.init_items or None]])
         else:
             encoder.load_state_dict(state["encoder"])
@@ -204,7 +212,7 @@ def run_distill(cfg: DistillConfig) -> Path:
                            "img_size": read_metadata(cfg.init_encoder)["config"].get("img_size")}
         model = DDP(encoder) if world > 1 else encoder
         csv = R.CSVLog(run / "log.csv", LOG_FIELDS, resume_step=start if state else None) if rank == 0 else None
-        extra = {"init_encoder": init_record} if init_record else None
+        extra = {k: v for k, v in (("init_encoder", init_record), ("backbone_init", backbone_record)) if v} or None
         ctx = R.RunContext(run, device, rank, world, start, csv, skips, extra)
         step = _loop(cfg, ctx, model, encoder, opt, data, perceptual, amp)
         if rank == 0:
@@ -218,7 +226,7 @@ def run_distill(cfg: DistillConfig) -> Path:
                 perceptual=cfg.perceptual, lambda_perceptual=cfg.lambda_perceptual,
                 perceptual_samples=cfg.perceptual_samples,
                 training_data={**split_record(cfg.split_file), "split": "train", "items": len(data)},
-                init_encoder=init_record, amp=cfg.amp,
+                init_encoder=init_record, backbone_init=backbone_record, amp=cfg.amp,
                 skipped=skips.summary()), overwrite=True)
             log.info("phase 1 done at step %d: %s; skipped %s", step, out, skips.summary())
             return out

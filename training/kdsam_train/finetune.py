@@ -227,12 +227,14 @@ def phase1_lineage(meta: dict, checkpoint) -> dict:
     (whose encoder phase 2 kept frozen): then its own phase-1 record is carried over, and the
     file this run read is named as ``encoder_from``."""
     read = {"checkpoint": str(checkpoint), "sha256": file_sha256(checkpoint)}
-    keys = ("phase1_checkpoint", "phase1_sha256", "teacher", "phase1_steps", "perceptual", "phase1_init_encoder")
+    keys = ("phase1_checkpoint", "phase1_sha256", "teacher", "phase1_steps", "perceptual", "phase1_init_encoder",
+            "phase1_backbone_init")
     if meta.get("phase") == 2 and not meta.get("coupled"):
         return {**{k: meta.get(k) for k in keys}, "encoder_from": {**read, "phase": 2}}
     return {"phase1_checkpoint": read["checkpoint"], "phase1_sha256": read["sha256"], "teacher": meta.get("teacher"),
             "phase1_steps": meta.get("steps"), "perceptual": meta.get("perceptual"),
-            "phase1_init_encoder": meta.get("init_encoder")}  # a warm-started phase 1's source
+            "phase1_init_encoder": meta.get("init_encoder"),  # a warm-started phase 1's source
+            "phase1_backbone_init": meta.get("backbone_init")}  # an ImageNet-initialised one's weights
 
 
 def _embeddings(student, cache, samples, idx, cfg, step, device, amp):

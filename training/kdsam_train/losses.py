@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsam_core.errors import CheckpointError
 from kdsam_core.model.promptable import PromptableSAM
 
-VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 weights file name
+from .imagenet import VGG16_FILES, find_weights
 
 
 def embedding_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -65,18 +64,9 @@ class DecoderPerceptual(nn.Module):
 
 def find_vgg_weights(path: str | os.PathLike | None = None) -> Path:
     """``path`` if given, else torchvision's VGG16 file in the torch hub cache; a clear error if neither."""
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise CheckpointError(f"--vgg-weights {p} does not exist")
-        return p
-    p = Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
-    if p.is_file():
-        return p
-    raise CheckpointError(
-        f"the VGG perceptual loss needs ImageNet VGG16 weights, and none were found (looked for {p}). "
-        f"Pass --vgg-weights PATH to torchvision's {VGG16_FILE}, or use --perceptual decoder (no "
-        "ImageNet weights needed) or --perceptual none.")
+    return find_weights(path, VGG16_FILES, option="--vgg-weights",
+                        needs="the VGG perceptual loss needs ImageNet VGG16 weights",
+                        otherwise="or use --perceptual decoder (no ImageNet weights needed) or --perceptual none.")
 
 
 class VGGPerceptual(nn.Module):
