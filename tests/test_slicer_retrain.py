@@ -134,13 +134,28 @@ def test_training_stages_resume_and_validation(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(KDSAMError, match="images"):
         retrain.training_stages(retrain.TrainingPlan(data_root=str(tmp_path / "empty"), run_dir=str(run)))
+    # ImageNet weights for the student's body go to distill alone, as an absolute path; a missing file
+    # is a message before any stage runs
+    assert "--backbone-weights" not in dict(stages)["distill"]
+    weights = tmp_path / "resnet50-11ad3fa6.pth"
+    weights.write_bytes(b"")
+    plan.backbone_weights = str(weights)
+    with_backbone = dict(retrain.training_stages(plan, python="py", skip_done=False))
+    distill = with_backbone["distill"]
+    assert distill[distill.index("--backbone-weights") + 1] == str(weights.resolve())
+    assert all("--backbone-weights" not in argv for name, argv in with_backbone.items() if name != "distill")
+    plan.backbone_weights = str(tmp_path / "nope.pth")
+    with pytest.raises(KDSAMError, match="ImageNet weights file .*nope.pth does not exist"):
+        retrain.training_stages(plan, python="py")
 
 
 def test_the_training_cli_accepts_the_panels_options(tmp_path):
     """Every option the panel passes exists in kdsam-train's parser (no run, only parsing)."""
     cli = pytest.importorskip("kdsam_train.cli")
     data = make_data(tmp_path / "data")
-    plan = retrain.TrainingPlan(data_root=str(data), run_dir=str(tmp_path / "run"), max_minutes=1.5)
+    (tmp_path / "r50.pth").write_bytes(b"")
+    plan = retrain.TrainingPlan(data_root=str(data), run_dir=str(tmp_path / "run"), max_minutes=1.5,
+                                backbone_weights=str(tmp_path / "r50.pth"))
     parser = cli.build_parser()
     for name, argv in retrain.training_stages(plan, python="py"):
         args = parser.parse_args(argv[3:])

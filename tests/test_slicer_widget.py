@@ -347,11 +347,14 @@ def test_retrain_from_the_panel_streams_and_cancels(panel, tmp_path, monkeypatch
     data = make_data(tmp_path / "data")
     slow = [sys.executable, "-c", "import time\nfor i in range(100):\n    print(f'step {i}/100', flush=True)\n"
                                   "    time.sleep(0.05)"]
-    monkeypatch.setattr(retrain, "training_stages", lambda plan: [("distill", slow)])
+    plans = []
+    monkeypatch.setattr(retrain, "training_stages", lambda plan: plans.append(plan) or [("distill", slow)])
     h.ui.dataFolderPathLineEdit.currentPath = str(data)
     h.ui.runFolderPathLineEdit.currentPath = str(tmp_path / "run")
+    h.ui.backbonePathLineEdit.currentPath = str(tmp_path / "resnet50.pth")
     h.ui.retrainButton.click()
     assert h.widget._training is not None and h.ui.cancelRetrainButton.enabled
+    assert plans[0].backbone_weights == str(tmp_path / "resnet50.pth")  # the panel's field reaches the plan
     end = time.monotonic() + 10
     while time.monotonic() < end and not any("step 3/100" in line for line in h.ui.retrainLogTextEdit.lines):
         h.widget.pollTimer.fire()

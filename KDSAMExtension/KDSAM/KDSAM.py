@@ -550,7 +550,8 @@ class KDSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             plan = retrain.TrainingPlan(data_root=data, run_dir=run, device=self.ui.deviceComboBox.currentText,
                                         distill_steps=self.ui.distillStepsSpinBox.value,
-                                        finetune_steps=self.ui.finetuneStepsSpinBox.value)
+                                        finetune_steps=self.ui.finetuneStepsSpinBox.value,
+                                        backbone_weights=self.ui.backbonePathLineEdit.currentPath)
             stages = retrain.training_stages(plan)
             self._trainingPlan = plan
             self._training = retrain.TrainingPipeline(

@@ -52,6 +52,8 @@ class TrainingPlan:
     device: str = "auto"
     teacher: str = "lite_medsam"
     teacher_checkpoint: str = ""
+    # torchvision's ImageNet ResNet-50 file (resnet50-11ad3fa6.pth) for the student's body; empty: random
+    backbone_weights: str = ""
     max_minutes: float = 0.0
     extra: dict = field(default_factory=dict)  # stage -> list of extra arguments
 
@@ -74,6 +76,12 @@ def training_stages(plan: TrainingPlan, *, python: str | None = None, skip_done:
         raise InputError(f"The training data folder {data} does not exist.")
     if not any((d / "images").is_dir() and (d / "masks").is_dir() for d in [data, *data.iterdir()] if d.is_dir()):
         raise InputError(f"{data} holds no <dataset>/images and <dataset>/masks folders to train on.")
+    backbone = []
+    if plan.backbone_weights:
+        weights = Path(plan.backbone_weights).resolve()
+        if not weights.is_file():
+            raise InputError(f"The ImageNet weights file {weights} does not exist.")
+        backbone = ["--backbone-weights", str(weights)]
     base = [python or python_executable(), "-m", "kdsam_train.cli"]
     common = ["--data-root", str(data), "--split-file", str(run / "splits.json")]
     dev = ["--device", plan.device]
@@ -84,7 +92,7 @@ def training_stages(plan: TrainingPlan, *, python: str | None = None, skip_done:
         ("split", base + ["split"] + common, run / "splits.json"),
         ("cache", base + ["cache"] + common + teacher + dev + ["--cache-dir", str(run / "cache_teacher"),
                                                                "--splits", "train", "val"], None),
-        ("distill", base + ["distill"] + common + teacher + dev + limit + [
+        ("distill", base + ["distill"] + common + teacher + dev + limit + backbone + [
             "--cache-dir", str(run / "cache_teacher"), "--run-dir", str(run / "distill"),
             "--steps", str(plan.distill_steps)], run / "distill" / PHASE1_CHECKPOINT),
         ("finetune", base + ["finetune"] + common + teacher + dev + limit + [
